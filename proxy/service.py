@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.interop.test_sipproxy_options -*-
+"""A twistd service that runs one role on a `SipStack` (sipproxy, sipregistrar, sipredirect)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import ssl
+from twisted.logger import Logger
+
+from sipcore.twisted.stack import SipStack
+
+log = Logger(namespace="proxy.service")
+
+
+def tls_context(cert_path: str, key_path: str) -> Any:
+    """Server TLS options: our certificate, TLS 1.2 or newer only."""
+    with open(cert_path, "rb") as f:
+        cert = f.read()
+    with open(key_path, "rb") as f:
+        key = f.read()
+    certificate = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+    return certificate.options(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+class SipService(service.Service):
+    """Builds the role and its stack at start, stops them cleanly at shutdown."""
+
+    def __init__(self, config: Any, build_role: Callable[[Any], Any], reactor: Any) -> None:
+        self.config = config
+        self.build_role = build_role
+        self.reactor = reactor
+        self.role: Any = None
+        self.stack: SipStack | None = None
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        config = self.config
+        context = None
+        if config.get("tls-port") is not None:
+            context = tls_context(config["tls-cert"], config["tls-key"])
+        self.role = self.build_role(self.reactor)
+        self.stack = SipStack(
+            self.reactor,
+            self.role,
+            interface=config["interface"],
+            port=config["port"],
+            tls_port=config.get("tls-port"),
+            tls_context=context,
+            log_messages=not config.get("quiet"),
+        )
+        self.role.stack = self.stack
+        start = getattr(self.role, "start", None)
+        if start is not None:
+            start()
+        self.stack.start()
+        log.info(
+            "listening on {interface}:{port} (UDP, TCP{tls}) for {domains}",
+            interface=config["interface"], port=self.stack.endpoint.port,
+            tls=f", TLS {self.stack.endpoint.tls_port}" if context else "",
+            domains=", ".join(config.get("domains") or []),
+        )
+
+    def stopService(self) -> Any:  # noqa: N802
+        super().stopService()
+        if self.stack is None:
+            return None
+        d = self.stack.stop()
+        stop = getattr(self.role, "stop", None)
+        if stop is not None:
+            d.addBoth(lambda _: stop())
+        return d

@@ -1,0 +1,177 @@
+"""``memory:`` — the location service in process-local dicts.
+
+No timers: expired bindings are dropped lazily when their AOR is read or updated,
+and by ``purge_expired()``, which pops an expiry heap so that a purge costs
+O(expired · log n) instead of a scan of every AOR.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Sequence
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from registrar.location import Clock, LocationService
+from registrar.location.binding import (
+    Binding,
+    Change,
+    apply_changes,
+    normalise_aor,
+    sort_bindings,
+)
+
+_Entry = tuple[int, Binding]
+
+
+@implementer(LocationService)
+class MemoryLocationService:
+    def __init__(self, clock: Clock | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        self.clock: Clock = clock  # type: ignore[assignment]
+        self._aors: dict[str, dict[str, _Entry]] = {}
+        self._size = 0
+        # (expires_at, tie-breaker, aor, key, binding). An entry is only acted on if
+        # the binding object is still the stored one: refreshed/removed bindings
+        # leave stale heap entries behind rather than paying for a heap delete.
+        self._heap: list[tuple[float, int, str, str, Binding]] = []
+        self._tie = itertools.count()
+        self._closed = False
+
+    # -- LocationService -------------------------------------------------------
+
+    def get(self, aor: str) -> defer.Deferred[list[Binding]]:
+        aor = normalise_aor(aor)
+        entries = self._aors.get(aor)
+        if not entries:
+            return defer.succeed([])
+        now = self.clock.seconds()
+        dead = [k for k, (_, b) in entries.items() if b.expires_at <= now]
+        for k in dead:
+            del entries[k]
+        self._size -= len(dead)
+        if not entries:
+            del self._aors[aor]
+        return defer.succeed(sort_bindings(entries.values()))
+
+    def put(self, binding: Binding) -> defer.Deferred[None]:
+        d = self._apply(binding.aor, [binding], check_cseq=False)
+        d.addCallback(lambda _: None)
+        return d
+
+    def remove(self, aor: str, contact: str) -> defer.Deferred[bool]:
+        aor = normalise_aor(aor)
+        entries = self._aors.get(aor, {})
+        # Administrative removal is by Contact URI whatever the binding's key, so
+        # RFC 5626 flow bindings of that contact go too.
+        now = self.clock.seconds()
+        keys = [k for k, (_, b) in entries.items() if b.contact == contact]
+        live = any(entries[k][1].expires_at > now for k in keys)
+        for k in keys:
+            del entries[k]
+        self._size -= len(keys)
+        if not entries:
+            self._aors.pop(aor, None)
+        return defer.succeed(live)
+
+    def remove_all(self, aor: str) -> defer.Deferred[int]:
+        aor = normalise_aor(aor)
+        now = self.clock.seconds()
+        entries = self._aors.pop(aor, {})
+        self._size -= len(entries)
+        return defer.succeed(sum(1 for _, b in entries.values() if b.expires_at > now))
+
+    def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
+        return self._apply(normalise_aor(aor), changes, check_cseq=True)
+
+    def purge_expired(self) -> defer.Deferred[int]:
+        return defer.succeed(self._purge())
+
+    def count(self) -> defer.Deferred[int]:
+        # Read-only, so purge_expired() still reports what expired; costs
+        # O(expired-but-unpurged), like a purge would.
+        return defer.succeed(self._size - self._expired_stored(self.clock.seconds()))
+
+    def aors(self) -> defer.Deferred[list[str]]:
+        now = self.clock.seconds()
+        return defer.succeed(
+            sorted(
+                aor
+                for aor, entries in self._aors.items()
+                if any(b.expires_at > now for _, b in entries.values())
+            )
+        )
+
+    def close(self) -> defer.Deferred[None]:
+        self._closed = True
+        return defer.succeed(None)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _apply(
+        self, aor: str, changes: Sequence[Change], check_cseq: bool
+    ) -> defer.Deferred[list[Binding]]:
+        now = self.clock.seconds()
+        current = self._aors.get(aor, {})
+        try:
+            result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
+        except Exception:
+            return defer.fail()
+        self._size += len(result.state) - len(current)
+        if result.state:
+            self._aors[aor] = result.state
+        else:
+            self._aors.pop(aor, None)
+        for key, (_, b) in result.written.items():
+            heapq.heappush(self._heap, (b.expires_at, next(self._tie), aor, key, b))
+        if len(self._heap) > 2 * self._size + 1024:
+            self._rebuild_heap()
+        return defer.succeed(sort_bindings(result.state.values()))
+
+    def _purge(self) -> int:
+        now = self.clock.seconds()
+        heap = self._heap
+        purged = 0
+        while heap and heap[0][0] <= now:
+            _, _, aor, key, b = heapq.heappop(heap)
+            entries = self._aors.get(aor)
+            if entries is None:
+                continue
+            entry = entries.get(key)
+            if entry is None or entry[1] is not b:
+                continue
+            del entries[key]
+            purged += 1
+            if not entries:
+                del self._aors[aor]
+        self._size -= purged
+        return purged
+
+    def _expired_stored(self, now: float) -> int:
+        """Expired bindings not yet dropped: walk the heap's subtree of keys <= now."""
+        heap = self._heap
+        found = 0
+        stack = [0] if heap else []
+        while stack:
+            i = stack.pop()
+            expires_at, _, aor, key, b = heap[i]
+            if expires_at > now:
+                continue  # heap order: nothing below this node is expired either
+            entry = self._aors.get(aor, {}).get(key)
+            if entry is not None and entry[1] is b:
+                found += 1
+            stack.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(heap))
+        return found
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [
+            (b.expires_at, next(self._tie), aor, key, b)
+            for aor, entries in self._aors.items()
+            for key, (_, b) in entries.items()
+        ]
+        heapq.heapify(self._heap)

@@ -1,0 +1,35 @@
+"""Distribution "sipcalling": SIP registrar, proxy, redirect server and sipclient."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sipcalling",
+    version="0.1.0",
+    description="SIP registrar, stateful proxy, redirect server and a SIP user agent with RTP audio",
+    python_requires=">=3.11",
+    packages=find_packages(include=["sipcore*", "registrar*", "proxy*", "client*"])
+    + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/sipcalling_plugins.py"]},
+    install_requires=[
+        "Twisted>=23.10",
+        "pyOpenSSL",
+        "service_identity",
+        "txredisapi>=1.4.10",
+        "numpy",
+    ],
+    extras_require={
+        "audio": ["PyAudio", "opuslib"],
+        "test": [
+            "pytest",
+            "pytest-twisted",
+            "pytest-timeout",
+            "hypothesis",
+            "ruff",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "sipclient = client.cli:main",
+        ],
+    },
+)

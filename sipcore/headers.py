@@ -1,0 +1,234 @@
+"""Structured header values: Via, CSeq, Contact, and comma-list splitting.
+
+Each type has a ``parse(text)`` classmethod raising :class:`ParseError` and a
+``__str__`` that serialises it.  Parsed objects are snapshots: changing one does
+not change the message it came from; write it back with the message's
+``headers`` API (e.g. ``msg.headers.replace_first("Via", str(via))``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from sipcore.errors import ParseError
+from sipcore.limits import MAX_CSEQ
+from sipcore.uri import URI, NameAddr, parse_name_addr, parse_params
+
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_VIA_RE = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*)"
+    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
+)
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+_INT_RE = re.compile(r"[0-9]{1,10}")
+_Q_RE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+
+
+def split_header_list(text: str) -> list[str]:
+    """Split a comma-separated header value, honouring quotes and ``<...>``.
+
+    Elements are stripped of surrounding whitespace; empty elements are kept
+    (so callers can reject them) except that a value without any comma gives
+    exactly one element.
+    """
+    if "," not in text:
+        return [text.strip(" \t")]
+    items: list[str] = []
+    start = 0
+    in_quote = in_angle = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            items.append(text[start:i].strip(" \t"))
+            start = i + 1
+        i += 1
+    items.append(text[start:].strip(" \t"))
+    return items
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1], flags=re.S)
+    return value
+
+
+def parse_int(text: str, what: str, maximum: int) -> int:
+    """A non-negative decimal integer no larger than ``maximum``, else ParseError."""
+    text = text.strip(" \t")
+    if _INT_RE.fullmatch(text) is None:
+        raise ParseError(f"Bad {what}")
+    value = int(text)
+    if value > maximum:
+        raise ParseError(f"Bad {what}")
+    return value
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value: ``SIP/2.0/UDP host:port;branch=...``."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise ParseError("Bad Via")
+        name, version, transport, host, port_s = m.groups()
+        port = None
+        if port_s is not None:
+            port = int(port_s)
+            if port > 65535:
+                raise ParseError("Bad Via port")
+        if host[0] == "[":
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ParseError("Bad Via host") from None
+        params = parse_params(text, m.end())
+        if "ttl" in params:
+            parse_int(params["ttl"] or "", "Via ttl", 255)
+        return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
+
+    def __str__(self) -> str:
+        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
+        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
+        return f"{self.protocol}/{self.transport} {hostport}{params}"
+
+    def _param(self, name: str) -> str | None:
+        value = self.params.get(name, False)
+        if value is False:
+            return None
+        return value or ""  # type: ignore[return-value]
+
+    @property
+    def branch(self) -> str | None:
+        return self._param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self._param("received")
+
+    @property
+    def rport(self) -> str | None:
+        """None if absent, '' if present without a value (RFC 3581 request), else the port."""
+        return self._param("rport")
+
+    @property
+    def maddr(self) -> str | None:
+        return self._param("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return None if value is None else int(value)
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+    def copy(self) -> Via:
+        return Via(self.transport, self.host, self.port, dict(self.params), self.protocol)
+
+
+@dataclass(slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        m = _CSEQ_RE.fullmatch(text)
+        if m is None:
+            raise ParseError("Bad CSeq")
+        number = int(m.group(1))
+        if number > MAX_CSEQ:
+            raise ParseError("Bad CSeq")
+        return cls(number, m.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+@dataclass(slots=True)
+class Contact:
+    """A Contact value: ``*`` (``name_addr`` is None) or a name-addr with params."""
+
+    name_addr: NameAddr | None
+
+    @classmethod
+    def parse(cls, text: str) -> Contact:
+        if text.strip(" \t") == "*":
+            return cls(None)
+        return cls(parse_name_addr(text))
+
+    @classmethod
+    def wildcard(cls) -> Contact:
+        return cls(None)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name_addr is None
+
+    def _na(self) -> NameAddr:
+        if self.name_addr is None:
+            raise ParseError("Wildcard Contact has no address")
+        return self.name_addr
+
+    @property
+    def uri(self) -> URI:
+        return self._na().uri
+
+    @property
+    def display_name(self) -> str | None:
+        return self._na().display_name
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        return {} if self.name_addr is None else self.name_addr.params
+
+    @property
+    def q(self) -> float | None:
+        """The q parameter (0..1, RFC 3261 section 20.10), None if absent."""
+        value = self.params.get("q")
+        if value is None:
+            if "q" in self.params:
+                raise ParseError("Bad Contact q")
+            return None
+        value = _unquote(value)
+        if _Q_RE.fullmatch(value) is None:
+            raise ParseError("Bad Contact q")
+        return float(value)
+
+    @property
+    def expires(self) -> int | None:
+        """The expires parameter in seconds, None if absent."""
+        if "expires" not in self.params:
+            return None
+        value = self.params["expires"]
+        if value is None:
+            raise ParseError("Bad Contact expires")
+        return parse_int(_unquote(value), "Contact expires", 2**32 - 1)
+
+    def __str__(self) -> str:
+        return "*" if self.name_addr is None else str(self.name_addr)

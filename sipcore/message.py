@@ -1,0 +1,855 @@
+"""SIP requests and responses: parsing, framing, serialisation.
+
+Performance notes (this code is on every hot path): the header block is decoded
+and split once; header values stay raw strings and structured views (Via, CSeq,
+From/To, Contact ...) are parsed on first access and cached on the ``Headers``
+object, which drops the cache whenever it is mutated.  Each header field also
+keeps its raw line(s) so an unmodified message serialises back byte for byte
+(only Content-Length is recomputed from the body).
+
+Structured values returned by the accessors are snapshots; to change a header,
+go through ``msg.headers`` (``set``/``replace_first``/``prepend`` ...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from sipcore.errors import ParseError
+from sipcore.headers import Contact, CSeq, Via, parse_int, split_header_list
+from sipcore.limits import MAX_HEADER_LINE, MAX_HEADERS, MAX_MESSAGE_SIZE, MAX_URI_LENGTH
+from sipcore.status import reason_for
+from sipcore.uri import URI, NameAddr, SipURI, parse_name_addr, parse_uri
+
+__all__ = [
+    "COMPACT_FORMS",
+    "LIST_HEADERS",
+    "KNOWN_METHODS",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "StreamParser",
+    "header_key",
+    "make_response",
+    "parse",
+]
+
+#: Compact header names (RFC 3261 section 7.3.3 and the IANA SIP header registry).
+COMPACT_FORMS: dict[str, str] = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+#: Headers whose value is a comma-separated list, so that one field may carry
+#: several values (RFC 3261 section 7.3.1).  Authorization & co. are *not* here:
+#: commas inside them do not separate values.
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "route",
+        "record-route",
+        "contact",
+        "path",
+        "service-route",
+        "allow",
+        "allow-events",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-encoding",
+        "content-language",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "in-reply-to",
+        "warning",
+        "reason",
+        "accept-contact",
+        "reject-contact",
+        "request-disposition",
+        "security-client",
+        "security-server",
+        "security-verify",
+    }
+)
+
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "REGISTER",
+        "OPTIONS",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
+
+# Canonical spelling used in error reasons for missing/duplicated headers.
+_PRETTY = {
+    "via": "Via",
+    "from": "From",
+    "to": "To",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "max-forwards": "Max-Forwards",
+    "content-length": "Content-Length",
+}
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
+_COUNTED = frozenset(_REQUIRED + _SINGLE)
+_RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_REQ_LINE_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
+_VERSION_RE = re.compile(r"SIP/([0-9]{1,5})\.([0-9]{1,5})", re.I)
+_STATUS_RE = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
+_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_WS_RE = re.compile(r"[ \t]")
+
+# name as written -> canonical key; filled lazily, bounded so that hostile
+# traffic with random header names cannot grow it without limit.
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 4096
+
+
+def header_key(name: str) -> str:
+    """The canonical (lower-case, long-form) key for a header name."""
+    try:
+        return _KEYS[name]
+    except KeyError:
+        pass
+    low = name.lower()
+    key = COMPACT_FORMS.get(low, low)
+    if len(_KEYS) < _KEYS_MAX and _TOKEN_RE.fullmatch(name):
+        _KEYS[name] = key
+    return key
+
+
+def _checked(name: str, value: str) -> tuple[str, str]:
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise ValueError(f"invalid header name {name!r}")
+    value = str(value)
+    if "\r" in value or "\n" in value:
+        raise ValueError("header value must not contain CR or LF")
+    return name, value
+
+
+# A header field: (key, name as written, value with folding undone, raw line(s)
+# as received or None when created/changed locally).
+_Field = tuple[str, str, str, "str | None"]
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of header fields."""
+
+    __slots__ = ("_fields", "_cache")
+
+    def __init__(
+        self, items: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None
+    ) -> None:
+        self._fields: list[_Field] = []
+        self._cache: dict[str, Any] = {}
+        if items is None:
+            return
+        if isinstance(items, Headers):
+            self._fields = list(items._fields)
+            return
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for name, value in pairs:
+            self.add(name, value)
+
+    # -- reading ---------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first field's (whole) value."""
+        key = header_key(name)
+        for f in self._fields:
+            if f[0] == key:
+                return f[2]
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value; list-valued headers are split on commas (empty items dropped)."""
+        key = header_key(name)
+        out: list[str] = []
+        split = key in LIST_HEADERS
+        for f in self._fields:
+            if f[0] == key:
+                if split:
+                    out.extend(v for v in split_header_list(f[2]) if v)
+                else:
+                    out.append(f[2])
+        return out
+
+    def _values_strict(self, key: str) -> list[str]:
+        # Like get_all, but an empty list element is malformed input.
+        out: list[str] = []
+        for f in self._fields:
+            if f[0] == key:
+                for v in split_header_list(f[2]):
+                    if not v:
+                        raise ParseError(f"Empty {_PRETTY.get(key, key)} value")
+                    out.append(v)
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(f[0] == key for f in self._fields)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((f[1], f[2]) for f in self._fields)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(f[1], f[2]) for f in self._fields]
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(f[0], f[2]) for f in self._fields] == [(f[0], f[2]) for f in other._fields]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+    def copy(self) -> Headers:
+        return Headers(self)
+
+    # -- writing ---------------------------------------------------------------
+    def _changed(self) -> None:
+        if self._cache:
+            self._cache = {}
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field."""
+        name, value = _checked(name, value)
+        self._fields.append((header_key(name), name, value, None))
+        self._changed()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a field before the first field of that name (or at the top)."""
+        name, value = _checked(name, value)
+        key = header_key(name)
+        fields = self._fields
+        pos = next((i for i, f in enumerate(fields) if f[0] == key), 0)
+        fields.insert(pos, (key, name, value, None))
+        self._changed()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of that name with one field, kept in the first's place."""
+        name, value = _checked(name, value)
+        key = header_key(name)
+        new: _Field = (key, name, value, None)
+        fields: list[_Field] = []
+        placed = False
+        for f in self._fields:
+            if f[0] == key:
+                if not placed:
+                    fields.append(new)
+                    placed = True
+            else:
+                fields.append(f)
+        if not placed:
+            fields.append(new)
+        self._fields = fields
+        self._changed()
+
+    def remove(self, name: str) -> None:
+        """Remove every field of that name (no error if there is none)."""
+        key = header_key(name)
+        self._fields = [f for f in self._fields if f[0] != key]
+        self._changed()
+
+    def __delitem__(self, name: str) -> None:
+        self.remove(name)
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first *value*, splitting a combined list field."""
+        key = header_key(name)
+        fields = self._fields
+        for i, f in enumerate(fields):
+            if f[0] == key:
+                self._changed()
+                if key in LIST_HEADERS and "," in f[2]:
+                    items = split_header_list(f[2])
+                    if len(items) > 1:
+                        fields[i] = (key, f[1], ", ".join(items[1:]), None)
+                        return items[0]
+                del fields[i]
+                return f[2]
+        return None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first *value* (e.g. the top Via), or add the field if absent."""
+        name, value = _checked(name, value)
+        key = header_key(name)
+        fields = self._fields
+        for i, f in enumerate(fields):
+            if f[0] == key:
+                if key in LIST_HEADERS and "," in f[2]:
+                    items = split_header_list(f[2])
+                    items[0] = value
+                    value = ", ".join(items)
+                fields[i] = (key, f[1], value, None)
+                self._changed()
+                return
+        self.add(name, value)
+
+
+def _as_headers(headers: Any) -> Headers:
+    if headers is None:
+        return Headers()
+    if isinstance(headers, Headers):
+        return headers
+    return Headers(headers)
+
+
+class Message:
+    """Common part of requests and responses."""
+
+    __slots__ = ("headers", "body", "version")
+
+    headers: Headers
+    body: bytes
+    version: str
+
+    # -- structured accessors (lazy, cached, raise ParseError) ------------------
+    def _require(self, key: str) -> str:
+        value = self.headers.get(key)
+        if value is None:
+            raise ParseError(f"Missing {_PRETTY.get(key, key)} header")
+        return value
+
+    @property
+    def vias(self) -> list[Via]:
+        cache = self.headers._cache
+        vias = cache.get("vias")
+        if vias is None:
+            vias = [Via.parse(v) for v in self.headers._values_strict("via")]
+            cache["vias"] = vias
+        return vias
+
+    @property
+    def top_via(self) -> Via:
+        cache = self.headers._cache
+        via = cache.get("top_via")
+        if via is None:
+            vias = cache.get("vias")
+            if vias is not None:
+                if not vias:
+                    raise ParseError("Missing Via header")
+                via = vias[0]
+            else:
+                value = self._require("via")
+                if "," in value:
+                    value = split_header_list(value)[0]
+                via = Via.parse(value)
+            cache["top_via"] = via
+        return via
+
+    @property
+    def cseq(self) -> CSeq:
+        cache = self.headers._cache
+        cseq = cache.get("cseq")
+        if cseq is None:
+            cseq = cache["cseq"] = CSeq.parse(self._require("cseq"))
+        return cseq
+
+    @property
+    def call_id(self) -> str:
+        value = self._require("call-id")
+        if not value or _WS_RE.search(value):
+            raise ParseError("Bad Call-ID")
+        return value
+
+    @property
+    def from_(self) -> NameAddr:
+        cache = self.headers._cache
+        value = cache.get("from")
+        if value is None:
+            value = cache["from"] = parse_name_addr(self._require("from"))
+        return value
+
+    @property
+    def to(self) -> NameAddr:
+        cache = self.headers._cache
+        value = cache.get("to")
+        if value is None:
+            value = cache["to"] = parse_name_addr(self._require("to"))
+        return value
+
+    @property
+    def contacts(self) -> list[Contact]:
+        cache = self.headers._cache
+        value = cache.get("contacts")
+        if value is None:
+            value = [Contact.parse(v) for v in self.headers._values_strict("contact")]
+            if len(value) > 1 and any(c.is_wildcard for c in value):
+                raise ParseError("Wildcard Contact mixed with others")
+            cache["contacts"] = value
+        return value
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("max-forwards")
+        return None if value is None else parse_int(value, "Max-Forwards", 255)
+
+    @property
+    def expires(self) -> int | None:
+        value = self.headers.get("expires")
+        return None if value is None else parse_int(value, "Expires", 2**32 - 1)
+
+    def _name_addrs(self, key: str) -> list[NameAddr]:
+        cache = self.headers._cache
+        value = cache.get(key)
+        if value is None:
+            value = [parse_name_addr(v) for v in self.headers._values_strict(key)]
+            cache[key] = value
+        return value
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._name_addrs("route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("record-route")
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    def set_top_via(self, via: Via) -> None:
+        """Write a (modified) top Via back, e.g. after adding received/rport."""
+        self.headers.replace_first("Via", str(via))
+
+    # -- validation --------------------------------------------------------------
+    def _validate_common(self) -> None:
+        counts: dict[str, int] = {}
+        for f in self.headers._fields:
+            if f[0] in _COUNTED:
+                counts[f[0]] = counts.get(f[0], 0) + 1
+        for key in _REQUIRED:
+            if key not in counts:
+                raise ParseError(f"Missing {_PRETTY[key]} header")
+        for key in _SINGLE:
+            if counts.get(key, 0) > 1:
+                raise ParseError(f"Multiple {_PRETTY[key]} headers")
+        # Parse (and cache) what every server needs, so errors surface here.
+        _ = (self.cseq, self.top_via, self.from_, self.to, self.call_id, self.max_forwards)
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+    # -- serialisation -------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialise(self) -> bytes:
+        body = self.body
+        blen = str(len(body))
+        lines = [self.start_line()]
+        append = lines.append
+        have_cl = False
+        for key, name, value, raw in self.headers._fields:
+            if key == "content-length":
+                if have_cl:
+                    continue  # a duplicate would be a framing error downstream
+                have_cl = True
+                append(raw if raw is not None and value == blen else f"{name}: {blen}")
+            else:
+                append(raw if raw is not None else f"{name}: {value}")
+        if not have_cl:
+            append(f"Content-Length: {blen}")
+        append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+    def __bytes__(self) -> bytes:
+        return self.serialise()
+
+    def _cmp_headers(self) -> list[tuple[str, str]]:
+        return [(f[0], f[2]) for f in self.headers._fields if f[0] != "content-length"]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Request(Message):
+    __slots__ = ("method", "uri")
+
+    method: str
+    uri: URI
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.method = method
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
+        self.headers = _as_headers(headers)
+        self.body = bytes(body)
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def validate(self, schemes: Iterable[str] | None = None) -> None:
+        """Check what a server needs before processing; raise ParseError if not.
+
+        ``schemes``, when given, lists the Request-URI schemes the caller serves;
+        any other scheme gives 416 (RFC 3261 section 8.2.2.1).  parse() calls this
+        without ``schemes`` because a parser must accept unknown schemes (RFC 4475
+        section 3.3.2).
+        """
+        if schemes is not None and self.uri.scheme.lower() not in schemes:
+            raise ParseError("Unsupported URI Scheme", 416)
+        self._validate_common()
+        if self.cseq.method != self.method:
+            # RFC 4475 3.1.2.18: 501 is better for unknown methods.
+            status = 400 if self.method in KNOWN_METHODS else 501
+            raise ParseError("CSeq Method Mismatch", status)
+        if isinstance(self.uri, SipURI) and self.uri.headers:
+            # RFC 3261 19.1.1: headers are not allowed in a Request-URI.
+            raise ParseError("Headers in Request-URI")
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri.copy(), self.headers.copy(), self.body, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and self.uri == other.uri
+            and self.version == other.version
+            and self.body == other.body
+            and self._cmp_headers() == other._cmp_headers()
+        )
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("status", "reason")
+
+    status: int
+    reason: str
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.status = status
+        self.reason = reason_for(status) if reason is None else reason
+        self.headers = _as_headers(headers)
+        self.body = bytes(body)
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def validate(self) -> None:
+        """Check the headers a client needs to match and process a response."""
+        self._validate_common()
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.reason == other.reason
+            and self.version == other.version
+            and self.body == other.body
+            and self._cmp_headers() == other._cmp_headers()
+        )
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# --- parsing -------------------------------------------------------------------
+
+
+def _parse_start_line(line: str) -> Request | Response:
+    if line[:4].upper() == "SIP/":
+        version, _, rest = line.partition(" ")
+        _check_version(version)
+        m = _STATUS_RE.fullmatch(rest)
+        if m is None:
+            raise ParseError("Bad Status-Line")
+        status = int(m.group(1))
+        if status < 100:
+            raise ParseError("Bad Status-Line")
+        resp = Response.__new__(Response)
+        resp.status = status
+        resp.reason = m.group(2) or ""
+        resp.version = "SIP/2.0"
+        return resp
+    m = _REQ_LINE_RE.fullmatch(line)
+    if m is None:
+        raise ParseError("Bad Request-Line")
+    method, uri_text, version = m.groups()
+    if _TOKEN_RE.fullmatch(method) is None:
+        raise ParseError("Bad Method")
+    _check_version(version)
+    if len(uri_text) > MAX_URI_LENGTH:
+        raise ParseError("Request-URI Too Long", 414)
+    req = Request.__new__(Request)
+    req.method = method
+    req.uri = parse_uri(uri_text)
+    req.version = "SIP/2.0"
+    return req
+
+
+def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
+    m = _VERSION_RE.fullmatch(version)
+    if m is None:
+        raise ParseError("Bad SIP-Version")
+    if (int(m.group(1)), int(m.group(2))) != (2, 0):
+        raise ParseError("Version Not Supported", 505)
+
+
+def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
+    """Parse start line + header block (no trailing blank line)."""
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    n = len(lines)
+    if head.count("\n") != n - 1 or head.count("\r") != n - 1:
+        raise ParseError("Bare CR or LF in header")
+    msg = _parse_start_line(lines[0])
+    raw_lines = lines
+    if "\r\n " in head or "\r\n\t" in head:
+        raw_lines = [lines[0]]
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                if len(raw_lines) == 1:
+                    raise ParseError("Continuation line before first header")
+                raw_lines[-1] += "\r\n" + line
+            else:
+                raw_lines.append(line)
+    if len(raw_lines) - 1 > MAX_HEADERS:
+        raise ParseError("Too Many Headers")
+    fields: list[_Field] = []
+    append = fields.append
+    keys = _KEYS
+    clen: str | None = None
+    for i in range(1, len(raw_lines)):
+        raw = raw_lines[i]
+        colon = raw.find(":")
+        if colon <= 0:
+            raise ParseError("Header without colon" if colon < 0 else "Empty header name")
+        if len(raw) > MAX_HEADER_LINE:
+            raise ParseError("Header Line Too Long")
+        name = raw[:colon]
+        key = keys.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if _TOKEN_RE.fullmatch(name) is None:
+                raise ParseError("Bad header name")
+            key = header_key(name)
+        value = raw[colon + 1 :]
+        if "\r" in value:
+            value = _FOLD_RE.sub(" ", value)
+        value = value.strip(" \t")
+        if key == "content-length":
+            if clen is not None:
+                raise ParseError("Multiple Content-Length headers")
+            clen = value
+        append((key, name, value, raw))
+    headers = Headers.__new__(Headers)
+    headers._fields = fields
+    headers._cache = {}
+    msg.headers = headers
+    return msg, (None if clen is None else _content_length(clen))
+
+
+def _content_length(value: str) -> int:
+    return parse_int(value, "Content-Length", 2**31)
+
+
+def _validated(msg: Request | Response) -> Request | Response:
+    try:
+        msg.validate()
+    except ParseError as e:
+        e.message = msg
+        raise
+    return msg
+
+
+def parse(data: bytes, *, validate: bool = True) -> Request | Response:
+    """Parse one whole message, e.g. a UDP datagram (RFC 3261 section 18.3).
+
+    Without Content-Length the rest of the datagram is the body; octets past
+    Content-Length are discarded; a shorter body is a ParseError.  With
+    ``validate`` (the default) the mandatory headers are checked too
+    (see ``Request.validate``/``Response.validate``).
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ParseError("Message Too Large", 513)
+    start = 0
+    # Stray CRLFs before the start line (keep-alives, RFC 3261 7.5) are ignored.
+    while data[start : start + 2] == b"\r\n":
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        body_start = end + 4
+    elif data.endswith(b"\r\n") and len(data) - start > 2:
+        end = body_start = len(data) - 2
+    else:
+        raise ParseError("Incomplete message" if data[start:] else "Empty message")
+    msg, clen = _parse_head(data[start:end])
+    body = data[body_start:]
+    if clen is not None:
+        if clen > len(body):
+            raise ParseError("Content-Length larger than body")
+        if clen < len(body):
+            body = body[:clen]
+    msg.body = body
+    return _validated(msg) if validate else msg
+
+
+class StreamParser:
+    """Incremental framing for stream transports (TCP/TLS, RFC 3261 section 18.3).
+
+    ``feed()`` returns the messages completed so far.  Content-Length is required;
+    CRLF keep-alives (RFC 5626) between messages are skipped.  A framing error
+    is unrecoverable: it raises ParseError (with ``.messages`` holding messages
+    completed earlier in the same call) and every later ``feed()`` raises again.
+    """
+
+    __slots__ = ("max_size", "validate", "_buf", "_scan", "_pending", "_error")
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE, *, validate: bool = True) -> None:
+        self.max_size = max_size
+        self.validate = validate
+        self._buf = bytearray()
+        self._scan = 0  # where to resume looking for the end of the header block
+        self._pending: tuple[Request | Response, int, int] | None = None
+        self._error: ParseError | None = None
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        out: list[Request | Response] = []
+        try:
+            while True:
+                msg = self._next()
+                if msg is None:
+                    return out
+                out.append(msg)
+        except ParseError as e:
+            e.messages = out
+            self._error = e
+            raise
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a returned message."""
+        return len(self._buf)
+
+    def _next(self) -> Request | Response | None:
+        buf = self._buf
+        if self._pending is None:
+            i = 0
+            n = len(buf)
+            while i < n and buf[i] in (13, 10):
+                i += 1
+            if i:
+                del buf[:i]
+                self._scan = 0
+            if not buf:
+                return None
+            end = buf.find(b"\r\n\r\n", self._scan)
+            if end < 0:
+                if len(buf) > self.max_size:
+                    raise ParseError("Message Too Large", 513)
+                self._scan = max(0, len(buf) - 3)
+                return None
+            if end + 4 > self.max_size:
+                raise ParseError("Message Too Large", 513)
+            msg, clen = _parse_head(bytes(buf[:end]))
+            if clen is None:
+                raise ParseError("Missing Content-Length")
+            total = end + 4 + clen
+            if total > self.max_size:
+                raise ParseError("Message Too Large", 513)
+            self._pending = (msg, end + 4, total)
+        msg, body_start, total = self._pending
+        if len(buf) < total:
+            return None
+        msg.body = bytes(buf[body_start:total])
+        del buf[:total]
+        self._pending = None
+        self._scan = 0
+        return _validated(msg) if self.validate else msg
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, to_tag: str | None = None
+) -> Response:
+    """Build a response to ``request`` per RFC 3261 section 8.2.6.2.
+
+    Via, From, To, Call-ID and CSeq are copied as received (in their order);
+    ``to_tag`` is added to To unless it already has a tag; a 100 Trying also
+    copies Timestamp.
+    """
+    resp = Response(status, reason)
+    copy = _RESPONSE_COPY | {"timestamp"} if status == 100 else _RESPONSE_COPY
+    fields = resp.headers._fields
+    for f in request.headers._fields:
+        if f[0] in copy:
+            if f[0] == "to" and to_tag is not None and request.to.tag is None:
+                f = (f[0], f[1], f"{f[2]};tag={to_tag}", None)
+            fields.append(f)
+    return resp

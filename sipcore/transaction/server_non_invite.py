@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.sipcore.test_transaction_server -*-
+"""Non-INVITE server transaction: RFC 3261 §17.2.2 (Figure 8).
+
+State table (every transition of this machine is in this file):
+
+=========== ========================= ============ ========================================
+state       event                     next         actions
+=========== ========================= ============ ========================================
+(created)                             Trying
+Trying      request (retransmission)  Trying       discarded
+Trying/     TU sends 1xx              Proceeding   send it
+Proceeding
+Proceeding  request (retransmission)  Proceeding   resend the last provisional
+Trying/     TU sends 200-699          Completed    send it; start J
+Proceeding
+Completed   request (retransmission)  Completed    resend the final response
+Completed   TU sends anything         Completed    discarded (§17.2.2)
+Completed   Timer J                   Terminated
+any         transport error           Terminated   tu.transport_failed
+=========== ========================= ============ ========================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .base import State, Transaction
+from .keys import server_key
+
+if TYPE_CHECKING:
+    from sipcore.message import Request, Response
+
+__all__ = ["ServerNonInviteTransaction"]
+
+log = logging.getLogger("sipcore.transaction")
+
+
+class ServerNonInviteTransaction(Transaction):
+    """Answers one request other than INVITE or ACK; see the module docstring's table.
+
+    Created (in Trying) for a new request; the creator hands the request to the TU. ``tu``
+    gets ``transport_failed(tx)`` and ``terminated(tx)`` (``timed_out`` and
+    ``ack_received`` never happen here: there is no ACK and no timeout in Figure 8).
+    """
+
+    initial_state = State.TRYING
+    _make_key = staticmethod(server_key)
+
+    @staticmethod
+    def _accepts(method: str) -> bool:
+        return method not in ("INVITE", "ACK")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The most recent provisional response sent.
+        self.last_provisional: Response | None = None
+        #: The final response sent.
+        self.final_response: Response | None = None
+
+    def send_response(self, response: Response) -> None:
+        """Send a response from the TU, moving the state machine as the table says."""
+        state = self.state
+        if state is not State.TRYING and state is not State.PROCEEDING:
+            # §17.2.2: "Any other final responses passed by the TU to the server
+            # transaction MUST be discarded while in the "Completed" state."
+            log.debug("%r: discarding %d from the TU", self, response.status)
+            return
+        if response.status < 200:
+            self.state = State.PROCEEDING
+            self.last_provisional = response
+            self._transmit(response)
+        else:
+            self.state = State.COMPLETED
+            self.final_response = response
+            if self._transmit(response):
+                # Timer J: absorb request retransmissions for 64*T1 (zero if reliable).
+                self._wait_then_terminate("J", self.timers.j)
+
+    def receive_request(self, request: Request) -> None:
+        """A retransmission of our request, matched by the table (§17.2.3)."""
+        state = self.state
+        # §17.2.2: in Trying, retransmissions are discarded (the TU is still working);
+        # afterwards the last response is resent, since the client evidently missed it.
+        if state is State.PROCEEDING:
+            assert self.last_provisional is not None
+            self._transmit(self.last_provisional)
+        elif state is State.COMPLETED:
+            assert self.final_response is not None
+            self._transmit(self.final_response)

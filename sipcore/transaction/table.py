@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.sipcore.test_transaction_table -*-
+"""The transaction table: which transaction a received message belongs to.
+
+Matching (§17.1.3, §17.2.3, §9.2) is one dict lookup on a small tuple built by
+:mod:`sipcore.transaction.keys`; nothing here scans the transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from sipcore.errors import ParseError
+
+from .base import State, Transaction
+from .client_invite import ClientInviteTransaction
+from .client_non_invite import ClientNonInviteTransaction
+from .keys import ack_key_2543, cancel_key, is_rfc3261_branch, response_key, server_key
+from .server_invite import ServerInviteTransaction
+from .server_non_invite import ServerNonInviteTransaction
+
+if TYPE_CHECKING:
+    from sipcore.message import Request, Response
+
+__all__ = ["ClientTransaction", "ServerTransaction", "TransactionTable"]
+
+ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
+ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
+
+# What a message lacking a header needed for matching raises: the message layer's
+# ParseError (bad value) or a LookupError/AttributeError variant for a missing one. Such
+# a message matches nothing (§18.1.2/§18.2.1 say the transport should have dropped it).
+_UNMATCHABLE = (ParseError, LookupError, AttributeError, TypeError, ValueError)
+
+
+class TransactionTable:
+    """Live transactions of one element, filed by key.
+
+    :meth:`add` registers a transaction and arranges for it to be removed when it enters
+    Terminated; :meth:`remove` does so earlier.
+    """
+
+    def __init__(self) -> None:
+        self._client: dict[tuple[Any, ...], ClientTransaction] = {}
+        self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        # RFC 2543 INVITE transactions again, under the key their ACK looks up (§17.2.3).
+        self._ack_2543: dict[tuple[Any, ...], ServerInviteTransaction] = {}
+
+    def __len__(self) -> int:
+        return len(self._client) + len(self._server)
+
+    def __iter__(self) -> Iterator[Transaction]:
+        yield from list(self._client.values())
+        yield from list(self._server.values())
+
+    def __contains__(self, tx: object) -> bool:
+        key = getattr(tx, "key", None)
+        return key is not None and (self._client.get(key) is tx or self._server.get(key) is tx)
+
+    def add(self, tx: Transaction) -> None:
+        """File ``tx`` under its key. Raises ``ValueError`` if that key is taken (the
+        caller should have matched the request to the existing transaction)."""
+        if tx.state is State.TERMINATED:
+            return  # e.g. the first send already failed: nothing left to match
+        if isinstance(tx, ClientInviteTransaction | ClientNonInviteTransaction):
+            table: dict[tuple[Any, ...], Any] = self._client
+        elif isinstance(tx, ServerInviteTransaction | ServerNonInviteTransaction):
+            table = self._server
+        else:
+            raise TypeError(f"not a transaction: {tx!r}")
+        if tx.key in table:
+            raise ValueError(f"a transaction with key {tx.key!r} exists already")
+        table[tx.key] = tx
+        if isinstance(tx, ServerInviteTransaction) and not is_rfc3261_branch(tx.branch):
+            self._ack_2543[ack_key_2543(tx.request)] = tx
+        tx.add_terminated_observer(self.remove)
+
+    def remove(self, tx: Transaction) -> None:
+        """Forget ``tx`` (idempotent)."""
+        for table in (self._client, self._server):
+            if table.get(tx.key) is tx:
+                del table[tx.key]
+        if isinstance(tx, ServerInviteTransaction) and not is_rfc3261_branch(tx.branch):
+            ack_key = ack_key_2543(tx.request)
+            if self._ack_2543.get(ack_key) is tx:
+                del self._ack_2543[ack_key]
+
+    def match_client(self, response: Response) -> ClientTransaction | None:
+        """§17.1.3: top-Via branch and CSeq method (a 200 to CANCEL finds the CANCEL)."""
+        try:
+            key = response_key(response)
+        except _UNMATCHABLE:
+            return None
+        return self._client.get(key)
+
+    def match_server(self, request: Request) -> ServerTransaction | None:
+        """§17.2.3: the server transaction ``request`` belongs to, or None if it is new.
+
+        An ACK matches the INVITE transaction whose non-2xx response it acknowledges; a
+        CANCEL matches its own transaction (use :meth:`match_cancel` for the INVITE).
+        """
+        try:
+            key = server_key(request)
+            if request.method == "ACK" and key[0] == "2543":
+                # RFC 2543: the ACK's To tag must be the one in the response we sent.
+                tx = self._ack_2543.get(ack_key_2543(request))
+                if tx is None or tx.final_response is None:
+                    return None
+                return tx if tx.final_response.to.tag == request.to.tag else None
+        except _UNMATCHABLE:
+            return None
+        return self._server.get(key)
+
+    def match_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
+        """§9.2: the INVITE server transaction that ``cancel`` cancels, if any."""
+        try:
+            key = cancel_key(cancel)
+        except _UNMATCHABLE:
+            return None
+        tx = self._server.get(key)
+        return tx if isinstance(tx, ServerInviteTransaction) else None

@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.sipcore.test_options -*-
+"""Command-line options shared by the twistd plugins (sipproxy, sipregistrar, sipredirect).
+
+Each option is validated in `postOptions` so a bad value stops twistd with a one-line
+`UsageError` before any socket is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from twisted.python import usage
+
+from sipcore.uri import SipURI, parse_uri
+
+DEFAULT_LOCATION = "sqlite:var/location.sqlite"
+
+
+def parse_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
+    """`HOST[:PORT]` or `[IPv6][:PORT]` -> (host, port); raises UsageError."""
+    text = text.strip()
+    if not text:
+        raise usage.UsageError("empty HOST:PORT")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise usage.UsageError(f"bad address {text!r}: unclosed '['")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise usage.UsageError(f"bad address {text!r}")
+    elif text.count(":") > 1:
+        host, port_text = text, ""  # a bare IPv6 literal
+    else:
+        host, _, port_text = text.partition(":")
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise usage.UsageError(f"bad port in {text!r}")
+        port = int(port_text)
+    if not host:
+        raise usage.UsageError(f"missing host in {text!r}")
+    return host, port
+
+
+def check_port(value: str, what: str = "port") -> int:
+    if not value.isdigit() or not 0 <= int(value) < 65536:
+        raise usage.UsageError(f"invalid {what}: {value!r}")
+    return int(value)
+
+
+def check_interface(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise usage.UsageError(f"invalid interface address: {value!r}") from None
+    return value
+
+
+def check_domain(value: str) -> str:
+    value = value.strip().lower()
+    if not value or any(c in value for c in " \t;,:@/<>\"") or len(value) > 253:
+        raise usage.UsageError(f"invalid domain: {value!r}")
+    return value
+
+
+class ServerOptions(usage.Options):
+    """Options every server role takes."""
+
+    optParameters = [
+        ["interface", "i", "127.0.0.1", "IP address to listen on."],
+        ["port", "p", "5060", "UDP and TCP port to listen on."],
+        ["tls-port", None, None, "TLS port (needs --tls-cert and --tls-key)."],
+        ["tls-cert", None, None, "PEM certificate file for TLS."],
+        ["tls-key", None, None, "PEM private key file for TLS."],
+        ["location", "l", DEFAULT_LOCATION,
+         "Location store: memory: | sqlite:PATH | redis://HOST:PORT/DB."],
+        ["users", "u", None, "Users file; when given, requests need digest authentication."],
+        ["trace", None, None, "Write every SIP message to this JSON-lines file."],
+    ]
+    optFlags = [
+        ["quiet", "q", "Do not log one line per SIP message."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["domains"] = []
+        self["routes"] = {}
+
+    def opt_domain(self, value: str) -> None:
+        """A domain this server is responsible for (repeatable)."""
+        self["domains"].append(check_domain(value))
+
+    opt_d = opt_domain
+
+    def opt_route(self, value: str) -> None:
+        """Static route DOMAIN=HOST:PORT for another domain (repeatable)."""
+        domain, sep, target = value.partition("=")
+        if not sep:
+            raise usage.UsageError(f"--route wants DOMAIN=HOST:PORT, got {value!r}")
+        self["routes"][check_domain(domain)] = parse_hostport(target)
+
+    def postOptions(self) -> None:  # noqa: N802
+        self["port"] = check_port(self["port"])
+        self["interface"] = check_interface(self["interface"])
+        if self["tls-port"] is not None:
+            self["tls-port"] = check_port(self["tls-port"], "TLS port")
+            for name in ("tls-cert", "tls-key"):
+                path = self[name]
+                if not path:
+                    raise usage.UsageError(f"--tls-port needs --{name}")
+                if not os.path.isfile(path):
+                    raise usage.UsageError(f"--{name}: no such file: {path}")
+        if self["users"] is not None and not os.path.isfile(self["users"]):
+            raise usage.UsageError(f"--users: no such file: {self['users']}")
+        location = self["location"]
+        if not location.startswith(("memory:", "sqlite:", "redis://")):
+            raise usage.UsageError(
+                f"--location {location!r}: use memory:, sqlite:PATH or redis://HOST:PORT/DB"
+            )
+
+
+class ProxyOptions(ServerOptions):
+    """`twistd sipproxy`: the proxy with its embedded registrar."""
+
+    optParameters = [
+        ["redirect-server", None, None, "Ask this redirect server (HOST:PORT) for foreign domains."],
+        ["dns", None, None, "DNS server (HOST:PORT) for RFC 3263 NAPTR/SRV/A lookups."],
+        ["web", None, None, "Serve the status page and /metrics on this TCP port."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["upstreams"] = []
+
+    def opt_upstream(self, value: str) -> None:
+        """Last-resort next hop sip:HOST:PORT, e.g. a PBX (repeatable; failover in order)."""
+        try:
+            uri = parse_uri(value)
+        except Exception:
+            uri = None
+        if not isinstance(uri, SipURI):
+            raise usage.UsageError(f"--upstream wants sip:HOST[:PORT], got {value!r}")
+        self["upstreams"].append(uri)
+
+    def postOptions(self) -> None:  # noqa: N802
+        super().postOptions()
+        if not self["domains"]:
+            self["domains"] = ["a.lab"]
+        if self["redirect-server"] is not None:
+            self["redirect-server"] = parse_hostport(self["redirect-server"])
+        if self["dns"] is not None:
+            self["dns"] = parse_hostport(self["dns"], 53)
+        if self["web"] is not None:
+            self["web"] = check_port(self["web"], "web port")

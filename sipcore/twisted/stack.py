@@ -1,0 +1,169 @@
+# -*- test-case-name: tests.sipcore.test_stack -*-
+"""The SIP stack of one element: a transport endpoint plus its transaction table.
+
+`SipStack` sits between a `SipEndpoint` (sockets) and a role (proxy, registrar,
+redirect server, user agent). It files every message with the transaction it belongs
+to (RFC 3261 §17.1.3, §17.2.3) and hands the role only what the role must decide:
+new requests (with their server transaction), stray ACKs and responses, CANCELs that
+matched an INVITE. The role answers through the transaction it was given and sends
+requests with `send_request`, so retransmissions and timers are never its business.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.logger import Logger
+
+from sipcore.message import Message, Request, Response, make_response
+from sipcore.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    ServerTransaction,
+    Timers,
+    TransactionTable,
+)
+from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint
+
+log = Logger(namespace="sipcore.stack")
+
+
+class Role(Protocol):
+    """What a role implements to sit on a `SipStack`."""
+
+    def request_received(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+        """A new request (not ACK, not CANCEL) with its server transaction."""
+
+    def ack_received(self, ack: Request, source: Address) -> None:
+        """An ACK that matched no transaction: the ACK for a 2xx (§13.2.2.4, §16.7)."""
+
+    def cancel_received(
+        self, cancel: Request, invite_tx: ServerInviteTransaction, source: Address
+    ) -> None:
+        """A CANCEL matching a pending INVITE; the stack has already answered it 200."""
+
+    def stray_response(self, response: Response, source: Address) -> None:
+        """A response matching no client transaction (e.g. a retransmitted 2xx)."""
+
+    # Server-transaction TU callbacks (see sipcore.transaction.ServerTU).
+    def server_ack_received(self, tx: ServerTransaction, ack: Request) -> None:
+        """An ACK for a 2xx absorbed by an INVITE server tx in Accepted (RFC 6026)."""
+
+    def server_tx_ended(self, tx: ServerTransaction, reason: str) -> None:
+        """'timeout', 'transport' or 'terminated'."""
+
+
+class _ServerTU:
+    """Adapts the ServerTU callbacks of a server transaction to the role."""
+
+    __slots__ = ("role",)
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def ack_received(self, tx: Any, ack: Request) -> None:
+        self.role.server_ack_received(tx, ack)
+
+    def timed_out(self, tx: Any) -> None:
+        self.role.server_tx_ended(tx, "timeout")
+
+    def transport_failed(self, tx: Any) -> None:
+        self.role.server_tx_ended(tx, "transport")
+
+    def terminated(self, tx: Any) -> None:
+        self.role.server_tx_ended(tx, "terminated")
+
+
+class SipStack:
+    """Transactions and transport for one role; the endpoint's `MessageHandler`."""
+
+    def __init__(self, reactor: Any, role: Role, timers: Timers | None = None, **endpoint: Any):
+        self.clock = reactor
+        self.role = role
+        self.timers = timers or Timers()
+        self.table = TransactionTable()
+        self.endpoint = SipEndpoint(reactor, self, **endpoint)
+        self._server_tu = _ServerTU(role)
+
+    def start(self) -> None:
+        self.endpoint.start()
+
+    def stop(self) -> Any:
+        return self.endpoint.stop()
+
+    # -- inbound ----------------------------------------------------------------------
+
+    def message_received(self, message: Message, source: Address) -> None:
+        if isinstance(message, Response):
+            client_tx = self.table.match_client(message)
+            if client_tx is not None:
+                client_tx.receive_response(message)
+            else:
+                self.role.stray_response(message, source)
+            return
+        request = message
+        server_tx = self.table.match_server(request)
+        if server_tx is not None:
+            server_tx.receive_request(request)  # a retransmission, or ACK for a non-2xx
+            return
+        if request.method == "ACK":
+            self.role.ack_received(request, source)
+            return
+        tx = self._new_server_transaction(request, source)
+        if request.method == "CANCEL":
+            self._cancel(request, tx, source)
+            return
+        self.role.request_received(request, tx, source)
+
+    def _new_server_transaction(self, request: Request, source: Address) -> ServerTransaction:
+        endpoint = self.endpoint
+
+        def send(response: Message) -> None:
+            assert isinstance(response, Response)
+            endpoint.send_response(response, source)
+
+        kind = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
+        tx = kind(
+            request, send, self._server_tu, self.clock, self.timers,
+            reliable=source.transport in RELIABLE,
+        )
+        self.table.add(tx)
+        return tx
+
+    def _cancel(self, cancel: Request, tx: ServerTransaction, source: Address) -> None:
+        """§9.2: answer the CANCEL itself; the role cancels the INVITE it matched."""
+        invite_tx = self.table.match_cancel(cancel)
+        if invite_tx is None:
+            tx.send_response(make_response(cancel, 481))
+            return
+        tx.send_response(make_response(cancel, 200))
+        self.role.cancel_received(cancel, invite_tx, source)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, dest: Address, tu: Any
+    ) -> ClientTransaction:
+        """Send `request` to `dest` in a new client transaction reporting to `tu`."""
+        endpoint = self.endpoint
+
+        def send(message: Message) -> None:
+            endpoint.send(message, dest)
+
+        kind = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
+        tx = kind(
+            request, send, tu, self.clock, self.timers, reliable=dest.transport in RELIABLE
+        )
+        self.table.add(tx)
+        tx.start()
+        return tx
+
+    def send_stateless(self, message: Message, dest: Address) -> None:
+        """Send without a transaction: ACK for 2xx, stateless response forwarding."""
+        self.endpoint.send(message, dest)
+
+    def send_response_stateless(self, response: Response, source: Address | None = None) -> None:
+        self.endpoint.send_response(response, source)

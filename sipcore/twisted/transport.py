@@ -1,0 +1,399 @@
+# -*- test-case-name: tests.sipcore.test_transport -*-
+"""The transport layer: UDP, TCP and TLS sockets for one SIP endpoint (RFC 3261 §18).
+
+This is the only place where SIP bytes meet Twisted. Everything above it sees parsed
+messages and `Address` tuples; everything below it is a socket. Roles (proxy,
+registrar, user agent) hand a `MessageHandler` to a `SipEndpoint` and call
+`send()`/`send_response()`; they never touch a Twisted transport.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from sipcore.errors import ParseError
+from sipcore.headers import Via
+from sipcore.malformed import error_response_for
+from sipcore.message import Message, Request, Response, StreamParser, parse
+
+log = Logger(namespace="sipcore.transport")
+
+RELIABLE = frozenset({"TCP", "TLS"})
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+# RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500) goes over TCP.
+# We keep UDP for anything that fits a datagram, since lab peers (sipp) often listen on
+# UDP only, and only refuse what cannot be sent at all.
+MAX_DATAGRAM = 65507
+# Idle TCP/TLS connections are closed after this long (seconds): bounded memory.
+IDLE_TIMEOUT = 300.0
+
+
+class Address(NamedTuple):
+    """Where a message came from or goes to: transport name, IP literal, port."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport} {host}:{self.port}"
+
+
+class MessageHandler(Protocol):
+    """What a role implements to receive messages from a `SipEndpoint`."""
+
+    def message_received(self, message: Message, source: Address) -> None: ...
+
+
+class Tracer(Protocol):
+    """Observer of every message on the wire (the trace files of the status tooling)."""
+
+    def __call__(
+        self, direction: str, data: bytes, local: Address, remote: Address
+    ) -> None: ...
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def stamp_received(request: Request, source: Address) -> None:
+    """Add `received` and fill `rport` in the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
+    via = request.top_via
+    changed = False
+    if not _same_host(via.host, source.host) or via.rport is not None:
+        via.params["received"] = source.host
+        changed = True
+    if via.rport is not None:
+        via.params["rport"] = str(source.port)
+        changed = True
+    if changed:
+        request.set_top_via(via)
+
+
+def response_destination(via: Via, default_transport: str = "UDP") -> Address:
+    """Where a response goes when there is no connection to reuse (RFC 3261 §18.2.2)."""
+    transport = (via.transport or default_transport).upper()
+    if via.maddr:
+        return Address(transport, via.maddr, via.port or DEFAULT_PORTS.get(transport, 5060))
+    host = via.received or via.host
+    if via.rport:
+        port = int(via.rport)
+    else:
+        port = via.port or DEFAULT_PORTS.get(transport, 5060)
+    return Address(transport, host.strip("[]"), port)
+
+
+class _Datagram(protocol.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        self.endpoint.data_received(data, Address("UDP", addr[0], addr[1]), None)
+
+
+class _Stream(protocol.Protocol):
+    """One TCP or TLS connection; framing by Content-Length (RFC 3261 §18.3)."""
+
+    def __init__(self, endpoint: SipEndpoint, transport_name: str) -> None:
+        self.endpoint = endpoint
+        self.transport_name = transport_name
+        self.parser = StreamParser()
+        self.peer: Address | None = None
+        self._idle: object | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802
+        peer = self.transport.getPeer()
+        self.peer = Address(self.transport_name, peer.host, peer.port)
+        self.endpoint.connection_made(self)
+        self._touch()
+
+    def _touch(self) -> None:
+        clock = self.endpoint.clock
+        if self._idle is not None and self._idle.active():  # type: ignore[attr-defined]
+            self._idle.reset(IDLE_TIMEOUT)  # type: ignore[attr-defined]
+        else:
+            self._idle = clock.callLater(IDLE_TIMEOUT, self.transport.loseConnection)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self._touch()
+        try:
+            messages = self.parser.feed(data)
+        except ParseError as err:
+            # The framing is lost: answer if we can, then drop the connection (§18.3).
+            assert self.peer is not None
+            self.endpoint.reject(data, err, self.peer, self)
+            self.transport.loseConnection()
+            return
+        assert self.peer is not None
+        for message in messages:
+            self.endpoint.message_parsed(message, self.peer, self)
+
+    def write(self, data: bytes) -> None:
+        self._touch()
+        self.transport.write(data)
+
+    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+        if self._idle is not None and self._idle.active():  # type: ignore[attr-defined]
+            self._idle.cancel()  # type: ignore[attr-defined]
+        self.endpoint.connection_lost(self)
+
+
+class _StreamFactory(protocol.Factory):
+    def __init__(self, endpoint: SipEndpoint, transport_name: str) -> None:
+        self.endpoint = endpoint
+        self.transport_name = transport_name
+
+    def buildProtocol(self, addr: object) -> _Stream:  # noqa: N802
+        return _Stream(self.endpoint, self.transport_name)
+
+
+class _ClientStreamFactory(protocol.ClientFactory):
+    """Outgoing connection; messages queued until it is up, dropped on failure."""
+
+    def __init__(self, endpoint: SipEndpoint, dest: Address) -> None:
+        self.endpoint = endpoint
+        self.dest = dest
+        self.pending: list[bytes] = []
+        self.on_failure: list[Callable[[], None]] = []
+
+    def buildProtocol(self, addr: object) -> _Stream:  # noqa: N802
+        stream = _Stream(self.endpoint, self.dest.transport)
+        pending, self.pending = self.pending, []
+        original = stream.connectionMade
+
+        def made() -> None:
+            original()
+            for data in pending:
+                stream.write(data)
+
+        stream.connectionMade = made  # type: ignore[method-assign]
+        return stream
+
+    def clientConnectionFailed(self, connector: object, reason: object) -> None:  # noqa: N802
+        log.warn("connection to {dest} failed: {reason}", dest=str(self.dest), reason=reason)
+        self.endpoint.connecting.pop(self.dest, None)
+        for callback in self.on_failure:
+            callback()
+
+
+class SipEndpoint:
+    """UDP, TCP and (optionally) TLS listeners on one interface, and the send API.
+
+    `handler.message_received(message, source)` gets every well-formed message.
+    Malformed requests are answered here with the status their `ParseError` carries
+    (when enough of the request survives to address a response) and never reach the
+    handler; undecodable garbage is logged and dropped.
+    """
+
+    def __init__(
+        self,
+        reactor: object,
+        handler: MessageHandler,
+        interface: str = "127.0.0.1",
+        port: int = 5060,
+        tls_port: int | None = None,
+        tls_context: object | None = None,
+        transports: tuple[str, ...] = ("UDP", "TCP"),
+        tracer: Tracer | None = None,
+        log_messages: bool = True,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor  # type: ignore[assignment]
+        self.handler = handler
+        self.interface = interface
+        self.port = port
+        self.tls_port = tls_port
+        self.tls_context = tls_context
+        self.transports = transports
+        self.tracer = tracer
+        self.log_messages = log_messages
+        self.udp: object | None = None
+        self.listeners: list[object] = []
+        # Open connections by remote address: responses and new requests reuse them.
+        self.connections: dict[Address, _Stream] = {}
+        self.connecting: dict[Address, _ClientStreamFactory] = {}
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        reactor = self.reactor
+        if "UDP" in self.transports:
+            self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
+                self.port, _Datagram(self), interface=self.interface
+            )
+            self.port = self.udp.getHost().port  # type: ignore[attr-defined]
+            self.listeners.append(self.udp)
+        if "TCP" in self.transports:
+            tcp = reactor.listenTCP(  # type: ignore[attr-defined]
+                self.port, _StreamFactory(self, "TCP"), interface=self.interface
+            )
+            self.port = tcp.getHost().port
+            self.listeners.append(tcp)
+        if self.tls_context is not None and self.tls_port is not None:
+            tls = reactor.listenSSL(  # type: ignore[attr-defined]
+                self.tls_port, _StreamFactory(self, "TLS"), self.tls_context,
+                interface=self.interface,
+            )
+            self.tls_port = tls.getHost().port
+            self.listeners.append(tls)
+
+    def stop(self) -> object:
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        for stream in list(self.connections.values()):
+            stream.transport.loseConnection()
+        return gatherResults(
+            [maybeDeferred(lst.stopListening) for lst in self.listeners]  # type: ignore[attr-defined]
+        )
+
+    def local_address(self, transport: str = "UDP") -> Address:
+        port = self.tls_port if transport == "TLS" and self.tls_port else self.port
+        return Address(transport, self.interface, port)
+
+    # -- receiving ------------------------------------------------------------------
+
+    def data_received(self, data: bytes, source: Address, stream: _Stream | None) -> None:
+        if not data.strip(b"\r\n"):
+            return  # RFC 5626 keep-alive (CRLF ping) or an empty datagram
+        try:
+            message = parse(data)
+        except ParseError as err:
+            self.reject(data, err, source, stream)
+            return
+        self.message_parsed(message, source, stream)
+
+    def message_parsed(self, message: Message, source: Address, stream: _Stream | None) -> None:
+        if self.tracer is not None:
+            self.tracer("in", message.serialise(), self.local_address(source.transport), source)
+        try:
+            if isinstance(message, Request):
+                stamp_received(message, source)
+            elif len(message.vias) == 0:
+                raise ParseError("Missing Via")
+        except ParseError as err:
+            self.reject(message.serialise(), err, source, stream)
+            return
+        if self.log_messages:
+            log.info("<- {source} {line}", source=str(source), line=_first_line(message))
+        try:
+            self.handler.message_received(message, source)
+        except ParseError as err:
+            # A lazily parsed header turned out to be malformed inside the role.
+            if isinstance(message, Request):
+                self.reject(message.serialise(), err, source, stream)
+        except Exception:
+            # A bug in a role must not take the endpoint down with it.
+            log.failure("handler failed on {line}", line=_first_line(message))
+
+    def reject(self, data: bytes, err: ParseError, source: Address, stream: _Stream | None) -> None:
+        """Answer a malformed request if it can be addressed; drop anything else."""
+        log.warn(
+            "malformed message from {source}: {status} {reason}",
+            source=str(source), status=err.status, reason=err.reason,
+        )
+        response = error_response_for(data, err)
+        if response is None:
+            return
+        if stream is not None:
+            self._write(stream, response.serialise(), source)
+        else:
+            # Back to the packet's source, as with rport (RFC 3581): the Via of a
+            # malformed request is not trusted to name a reachable address.
+            self._send_udp(response.serialise(), source)
+
+    # -- connections ----------------------------------------------------------------
+
+    def connection_made(self, stream: _Stream) -> None:
+        assert stream.peer is not None
+        self.connections[stream.peer] = stream
+        self.connecting.pop(stream.peer, None)
+
+    def connection_lost(self, stream: _Stream) -> None:
+        if stream.peer is not None and self.connections.get(stream.peer) is stream:
+            del self.connections[stream.peer]
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(
+        self, message: Message, dest: Address, on_error: Callable[[], None] | None = None
+    ) -> None:
+        """Send a request (or a response to an explicit address) to `dest`."""
+        data = message.serialise()
+        if self.log_messages:
+            log.info("-> {dest} {line}", dest=str(dest), line=_first_line(message))
+        if dest.transport == "UDP":
+            self._send_udp(data, dest)
+            return
+        stream = self.connections.get(dest)
+        if stream is not None:
+            self._write(stream, data, dest)
+            return
+        pending = self.connecting.get(dest)
+        if pending is None:
+            pending = _ClientStreamFactory(self, dest)
+            self.connecting[dest] = pending
+            if dest.transport == "TLS":
+                from twisted.internet import ssl
+
+                self.reactor.connectSSL(  # type: ignore[attr-defined]
+                    dest.host, dest.port, pending, ssl.optionsForClientTLS(dest.host)
+                )
+            else:
+                self.reactor.connectTCP(dest.host, dest.port, pending)  # type: ignore[attr-defined]
+        pending.pending.append(data)
+        if on_error is not None:
+            pending.on_failure.append(on_error)
+        if self.tracer is not None:
+            self.tracer("out", data, self.local_address(dest.transport), dest)
+
+    def send_response(self, response: Response, source: Address | None = None) -> None:
+        """Send a response back the way the request came (RFC 3261 §18.2.2, RFC 3581)."""
+        via = response.top_via
+        transport = (via.transport or "UDP").upper()
+        if transport in RELIABLE and source is not None:
+            stream = self.connections.get(source)
+            if stream is not None:
+                if self.log_messages:
+                    log.info("-> {dest} {line}", dest=str(source), line=_first_line(response))
+                self._write(stream, response.serialise(), source)
+                return
+        self.send(response, response_destination(via, transport))
+
+    def _send_udp(self, data: bytes, dest: Address) -> None:
+        if self.udp is None:
+            log.warn("no UDP socket to send to {dest}", dest=str(dest))
+            return
+        if len(data) > MAX_DATAGRAM:
+            log.warn("message of {size} bytes does not fit a datagram", size=len(data))
+            return
+        try:
+            self.udp.write(data, (dest.host, dest.port))  # type: ignore[attr-defined]
+        except (OSError, ValueError) as err:
+            # ValueError: a host name where an IP literal is needed; names are resolved
+            # above this layer (RFC 3263), so this is a routing bug, not a crash.
+            log.warn("UDP send to {dest} failed: {err}", dest=str(dest), err=err)
+            return
+        if self.tracer is not None:
+            self.tracer("out", data, self.local_address("UDP"), dest)
+
+    def _write(self, stream: _Stream, data: bytes, dest: Address) -> None:
+        stream.write(data)
+        if self.tracer is not None:
+            self.tracer("out", data, self.local_address(stream.transport_name), dest)
+
+
+def _first_line(message: Message) -> str:
+    if isinstance(message, Request):
+        return f"{message.method} {message.uri} cseq={message.headers.get('CSeq')}"
+    return f"{message.status} {message.reason} cseq={message.headers.get('CSeq')}"
