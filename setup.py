@@ -5,7 +5,9 @@ from setuptools import find_packages, setup
 setup(
     name="sipcalling",
     version="0.1.0",
-    description="SIP registrar, stateful proxy, redirect server and a SIP user agent with RTP audio",
+    description=(
+        "SIP registrar, stateful proxy, redirect server and a SIP user agent with RTP audio"
+    ),
     python_requires=">=3.11",
     packages=find_packages(include=["sipcore*", "registrar*", "proxy*", "client*"])
     + ["twisted.plugins"],

@@ -33,12 +33,14 @@ def main(argv: list[str]) -> int:
     try:
         absent = missing(packages)
     except FileNotFoundError:
-        print("sysdeps: not a Debian system (no dpkg-query); install by hand: " + " ".join(packages))
+        names = " ".join(packages)
+        print(f"sysdeps: not a Debian system (no dpkg-query); install by hand: {names}")
         return 1 if required else 0
     if not absent:
         return 0
     if os.geteuid() != 0:
-        print("sysdeps: missing Debian packages (run as root or apt-get install): " + " ".join(absent))
+        names = " ".join(absent)
+        print(f"sysdeps: missing Debian packages (run as root or apt-get install): {names}")
         return 1 if required else 0
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     print("sysdeps: installing " + " ".join(absent), flush=True)

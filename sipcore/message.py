@@ -744,7 +744,7 @@ def parse(data: bytes, *, validate: bool = True) -> Request | Response:
     if end >= 0:
         body_start = end + 4
     elif data.endswith(b"\r\n") and len(data) - start > 2:
-        end = body_start = len(data) - 2
+        end, body_start = len(data) - 2, len(data)
     else:
         raise ParseError("Incomplete message" if data[start:] else "Empty message")
     msg, clen = _parse_head(data[start:end])

@@ -44,9 +44,7 @@ _TEL_VISUAL = str.maketrans("", "", "-.()")
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _GEN_VALUE = r'"(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~:\[\]]+'
 #: One ``;name[=value]`` header parameter, with the LWS RFC 3261 allows around it.
-GEN_PARAM_RE = re.compile(
-    rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*", re.S
-)
+GEN_PARAM_RE = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*", re.S)
 _NA_QUOTED_RE = re.compile(r'[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*<([^<>]*)>', re.S)
 _NA_TOKEN_RE = re.compile(rf"[ \t]*((?:{_TOKEN}(?:[ \t]+{_TOKEN})*)?)[ \t]*<([^<>]*)>")
 _ADDR_SPEC_RE = re.compile(r'[ \t]*([^;<>" \t]+)[ \t]*')

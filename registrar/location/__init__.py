@@ -17,9 +17,12 @@ meaningful to another process or after a restart.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from twisted.internet import defer
 from zope.interface import Attribute, Interface
 
 from registrar.location.binding import (
@@ -103,6 +106,26 @@ class LocationService(Interface):
 
 
 ILocationService = LocationService
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def deferred_errors(method: _F) -> _F:
+    """Turn a synchronous exception (e.g. a malformed AOR) into a failed Deferred.
+
+    Callers chain errbacks on every LocationService call; an exception escaping
+    before the Deferred exists would bypass them.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            return defer.fail()
+
+    return wrapper  # type: ignore[return-value]
+
 
 _FORMS = "'memory:', 'sqlite:PATH' or 'redis://HOST:PORT/DB'"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from twisted.internet import defer
 from zope.interface import implementer
 
-from registrar.location import Clock, LocationService
+from registrar.location import Clock, LocationService, deferred_errors
 from registrar.location.binding import (
     Binding,
     Change,
@@ -45,6 +45,7 @@ class MemoryLocationService:
 
     # -- LocationService -------------------------------------------------------
 
+    @deferred_errors
     def get(self, aor: str) -> defer.Deferred[list[Binding]]:
         aor = normalise_aor(aor)
         entries = self._aors.get(aor)
@@ -59,11 +60,13 @@ class MemoryLocationService:
             del self._aors[aor]
         return defer.succeed(sort_bindings(entries.values()))
 
+    @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
         d = self._apply(binding.aor, [binding], check_cseq=False)
         d.addCallback(lambda _: None)
         return d
 
+    @deferred_errors
     def remove(self, aor: str, contact: str) -> defer.Deferred[bool]:
         aor = normalise_aor(aor)
         entries = self._aors.get(aor, {})
@@ -79,6 +82,7 @@ class MemoryLocationService:
             self._aors.pop(aor, None)
         return defer.succeed(live)
 
+    @deferred_errors
     def remove_all(self, aor: str) -> defer.Deferred[int]:
         aor = normalise_aor(aor)
         now = self.clock.seconds()
@@ -86,6 +90,7 @@ class MemoryLocationService:
         self._size -= len(entries)
         return defer.succeed(sum(1 for _, b in entries.values() if b.expires_at > now))
 
+    @deferred_errors
     def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
         return self._apply(normalise_aor(aor), changes, check_cseq=True)
 
@@ -118,10 +123,7 @@ class MemoryLocationService:
     ) -> defer.Deferred[list[Binding]]:
         now = self.clock.seconds()
         current = self._aors.get(aor, {})
-        try:
-            result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
-        except Exception:
-            return defer.fail()
+        result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
         self._size += len(result.state) - len(current)
         if result.state:
             self._aors[aor] = result.state

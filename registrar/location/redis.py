@@ -28,7 +28,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from registrar.location import Clock, LocationService
+from registrar.location import Clock, LocationService, deferred_errors
 from registrar.location.binding import (
     WILDCARD,
     Binding,
@@ -216,39 +216,45 @@ class RedisLocationService:
             poolsize=poolsize,
             password=password,
             connectTimeout=timeout,
+            # On a late reply txredisapi drops the connection, which keeps replies
+            # and requests paired; our own timeout below also covers the wait for
+            # a connection, which this one does not.
+            replyTimeout=timeout,
             convertNumbers=False,
         )
         self._closed = False
 
     # -- LocationService -------------------------------------------------------
 
+    @deferred_errors
     def get(self, aor: str) -> defer.Deferred[list[Binding]]:
         now = self.clock.seconds()
         d = self._call(self._redis.hgetall, self._prefix + normalise_aor(aor))
         d.addCallback(lambda fields: self._decode_live(fields.values(), now))
         return d
 
+    @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
         d = self._update(binding.aor, [self._put_op(binding)], check=False)
         d.addCallback(lambda _: None)
         return d
 
+    @deferred_errors
     def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
         aor = normalise_aor(aor)
-        try:
-            ops = [self._op(aor, c) for c in changes]
-        except ValueError:
-            return defer.fail()
+        ops = [self._op(aor, c) for c in changes]
         now = self.clock.seconds()
         d = self._update(aor, ops, check=True)
         d.addCallback(lambda reply: self._decode_live(reply[1:], now))
         return d
 
+    @deferred_errors
     def remove(self, aor: str, contact: str) -> defer.Deferred[bool]:
         d = self._update(normalise_aor(aor), [{"o": "delc", "c": contact}], check=False)
         d.addCallback(lambda reply: int(reply[0]) > 0)
         return d
 
+    @deferred_errors
     def remove_all(self, aor: str) -> defer.Deferred[int]:
         d = self._update(normalise_aor(aor), [{"o": "all", "ci": None, "cs": None}], check=False)
         d.addCallback(lambda reply: int(reply[0]))

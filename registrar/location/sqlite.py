@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from registrar.location import Clock, LocationService
+from registrar.location import Clock, LocationService, deferred_errors
 from registrar.location.binding import (
     Binding,
     Change,
@@ -159,6 +159,7 @@ class SqliteLocationService:
 
     # -- LocationService -------------------------------------------------------
 
+    @deferred_errors
     def get(self, aor: str) -> defer.Deferred[list[Binding]]:
         aor = normalise_aor(aor)
         now = self.clock.seconds()
@@ -171,14 +172,17 @@ class SqliteLocationService:
 
         return self._run(work)
 
+    @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
         d = self._apply(binding.aor, [binding], check_cseq=False)
         d.addCallback(lambda _: None)
         return d
 
+    @deferred_errors
     def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
         return self._apply(normalise_aor(aor), list(changes), check_cseq=True)
 
+    @deferred_errors
     def remove(self, aor: str, contact: str) -> defer.Deferred[bool]:
         aor = normalise_aor(aor)
         now = self.clock.seconds()
@@ -195,6 +199,7 @@ class SqliteLocationService:
 
         return self._run(work)
 
+    @deferred_errors
     def remove_all(self, aor: str) -> defer.Deferred[int]:
         aor = normalise_aor(aor)
         now = self.clock.seconds()

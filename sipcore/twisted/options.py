@@ -12,6 +12,7 @@ import os
 
 from twisted.python import usage
 
+from sipcore.errors import ParseError
 from sipcore.uri import SipURI, parse_uri
 
 DEFAULT_LOCATION = "sqlite:var/location.sqlite"
@@ -124,7 +125,8 @@ class ProxyOptions(ServerOptions):
     """`twistd sipproxy`: the proxy with its embedded registrar."""
 
     optParameters = [
-        ["redirect-server", None, None, "Ask this redirect server (HOST:PORT) for foreign domains."],
+        ["redirect-server", None, None,
+         "Ask this redirect server (HOST:PORT) about foreign domains."],
         ["dns", None, None, "DNS server (HOST:PORT) for RFC 3263 NAPTR/SRV/A lookups."],
         ["web", None, None, "Serve the status page and /metrics on this TCP port."],
     ]
@@ -137,7 +139,7 @@ class ProxyOptions(ServerOptions):
         """Last-resort next hop sip:HOST:PORT, e.g. a PBX (repeatable; failover in order)."""
         try:
             uri = parse_uri(value)
-        except Exception:
+        except ParseError:
             uri = None
         if not isinstance(uri, SipURI):
             raise usage.UsageError(f"--upstream wants sip:HOST[:PORT], got {value!r}")

@@ -9,9 +9,7 @@ from sipcore.errors import ParseError
 from sipcore.message import Message, StreamParser, parse
 from tests.strategies import messages
 
-_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _ACCESSORS = (
     "vias",
