@@ -7,22 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import ssl
 from twisted.logger import Logger
 
 from sipcore.twisted.stack import SipStack
 
 log = Logger(namespace="proxy.service")
-
-
-def tls_context(cert_path: str, key_path: str) -> Any:
-    """Server TLS options: our certificate, TLS 1.2 or newer only."""
-    with open(cert_path, "rb") as f:
-        cert = f.read()
-    with open(key_path, "rb") as f:
-        key = f.read()
-    certificate = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
-    return certificate.options(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
 class SipService(service.Service):
@@ -38,9 +27,7 @@ class SipService(service.Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         config = self.config
-        context = None
-        if config.get("tls-port") is not None:
-            context = tls_context(config["tls-cert"], config["tls-key"])
+        context = config.get("tls-context")
         self.role = self.build_role(self.reactor)
         self.stack = SipStack(
             self.reactor,

@@ -286,45 +286,35 @@ class JitterBuffer:
         self._prev_arrival = (arrival, ext_ts)
 
     def _is_late(self, ext_seq: int, ext_ts: int) -> bool:
-        if self._state == PLAYING:
-            return ext_seq < self._play_seq
-        # Idle: the sequence pointer may have run ahead through concealment, so judge by
-        # what was really played and by the timestamp already consumed.
-        if self._last_released is not None and ext_seq <= self._last_released:
-            return True
-        return self._last_released is not None and ext_ts < self._play_ts
+        # Late = already played (by sequence number) or its time slot already consumed
+        # (by timestamp). A sequence number that was only concealed by an underrun is
+        # not late if its timestamp is still ahead: the sender was silent, not lost.
+        if self._last_released is None:
+            return False
+        return ext_seq <= self._last_released or ext_ts < self._play_ts
 
     # ------------------------------------------------------------------ get
     def get(self, playout_time: float) -> Frame | Lost | None:
         """What to play for the frame period starting at `playout_time`."""
         self._since_adapt += 1
+        if not self._packets:
+            return self._underrun()
+        entry = self._packets[min(self._packets)]
         if self._state == IDLE:
-            if not self._packets:
-                return None
-            return self._start_spurt(min(self._packets), playout_time)
-
-        entry = self._packets.get(self._play_seq)
-        if entry is None:
-            return self._missing(playout_time)
+            return self._start_spurt(entry, playout_time)
         if entry.ext_ts > self._play_ts:
-            # Contiguous sequence numbers but a timestamp gap: the sender was silent
-            # (VAD/DTX), so this is a new talk spurt.
-            return self._start_spurt(self._play_seq, playout_time)
+            return self._gap(entry, playout_time)
         if entry.ext_ts < self._play_ts:
             self._play_ts = entry.ext_ts  # sender stepped its clock back; follow it
         if entry.packet.marker:
-            return self._start_spurt(self._play_seq, playout_time)
+            return self._start_spurt(entry, playout_time)
 
         err = (playout_time - entry.ext_ts / self.clock_rate) - self._target_offset()
         if self._since_adapt >= self.adapt_interval:
             if err < -INSERT_THRESHOLD * self.frame_duration:
                 self._since_adapt = 0
                 self.stats.stretched += 1
-                return Lost(
-                    entry.packet.sequence,
-                    entry.packet.timestamp,
-                    "stretch",
-                )
+                return Lost(entry.packet.sequence, entry.packet.timestamp, "stretch")
             nxt = self._packets.get(entry.ext_seq + 1)
             if (
                 err > DROP_THRESHOLD * self.frame_duration
@@ -337,34 +327,41 @@ class JitterBuffer:
                 entry = nxt
         return self._release(entry, playout_time)
 
-    def _start_spurt(self, ext_seq: int, now: float) -> Frame | None:
-        entry = self._packets[ext_seq]
+    def _gap(self, entry: _Entry, now: float) -> Frame | Lost | None:
+        """The next buffered packet lies beyond the current slot: loss, or silence?"""
+        last = self._last_released
+        missing = entry.ext_seq - (last if last is not None else entry.ext_seq) - 1
+        if missing <= self._conceal_run:
+            # Every sequence number up to this packet is accounted for, so the
+            # timestamp gap is the sender's silence (VAD/DTX): a new talk spurt.
+            return self._start_spurt(entry, now)
+        if self._conceal_run >= self.max_conceal:
+            # A long run of losses: skip ahead and restart at the next packet.
+            return self._start_spurt(entry, now)
+        fec = (
+            entry.packet.payload
+            if entry.ext_ts == self._play_ts + self.frame_samples
+            else None
+        )
+        self.stats.lost += 1
+        return self._conceal("loss", fec)
+
+    def _underrun(self) -> Lost | None:
+        if self._state == IDLE:
+            return None
+        if self._conceal_run >= self.max_conceal:
+            self._state = IDLE
+            return None
+        self.stats.underruns += 1
+        return self._conceal("underrun", None)
+
+    def _start_spurt(self, entry: _Entry, now: float) -> Frame | None:
         due = entry.ext_ts / self.clock_rate + self._target_offset()
         if now + EPSILON < due:
             return None  # wait: this is where the delay grows, in silence
         self._state = PLAYING
         self._since_adapt = 0
         return self._release(entry, now)
-
-    def _missing(self, now: float) -> Lost | Frame | None:
-        if self._packets:
-            if self._conceal_run >= self.max_conceal:
-                # A long gap: skip ahead and treat the next packet as a new spurt.
-                return self._start_spurt(min(self._packets), now)
-            nxt = self._packets.get(self._play_seq + 1)
-            fec = (
-                nxt.packet.payload
-                if nxt is not None and nxt.ext_ts == self._play_ts + self.frame_samples
-                else None
-            )
-            self.stats.lost += 1
-            return self._conceal("loss", fec)
-        if self._conceal_run >= self.max_conceal:
-            self._state = IDLE
-            self._offset = None
-            return None
-        self.stats.underruns += 1
-        return self._conceal("underrun", None)
 
     def _conceal(self, reason: str, next_payload: bytes | None) -> Lost:
         lost = Lost(

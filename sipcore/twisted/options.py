@@ -13,6 +13,7 @@ import os
 from twisted.python import usage
 
 from sipcore.errors import ParseError
+from sipcore.twisted.tls import TLSConfigError, server_context
 from sipcore.uri import SipURI, parse_uri
 
 DEFAULT_LOCATION = "sqlite:var/location.sqlite"
@@ -74,6 +75,7 @@ class ServerOptions(usage.Options):
         ["tls-port", None, None, "TLS port (needs --tls-cert and --tls-key)."],
         ["tls-cert", None, None, "PEM certificate file for TLS."],
         ["tls-key", None, None, "PEM private key file for TLS."],
+        ["tls-ca", None, None, "Require TLS clients to present a certificate signed by this CA."],
         ["location", "l", DEFAULT_LOCATION,
          "Location store: memory: | sqlite:PATH | redis://HOST:PORT/DB."],
         ["users", "u", None, "Users file; when given, requests need digest authentication."],
@@ -87,6 +89,7 @@ class ServerOptions(usage.Options):
         super().__init__()
         self["domains"] = []
         self["routes"] = {}
+        self["tls-context"] = None
 
     def opt_domain(self, value: str) -> None:
         """A domain this server is responsible for (repeatable)."""
@@ -112,6 +115,12 @@ class ServerOptions(usage.Options):
                     raise usage.UsageError(f"--tls-port needs --{name}")
                 if not os.path.isfile(path):
                     raise usage.UsageError(f"--{name}: no such file: {path}")
+            try:
+                self["tls-context"] = server_context(
+                    self["tls-cert"], self["tls-key"], self["tls-ca"]
+                )
+            except TLSConfigError as err:
+                raise usage.UsageError(str(err)) from None
         if self["users"] is not None and not os.path.isfile(self["users"]):
             raise usage.UsageError(f"--users: no such file: {self['users']}")
         location = self["location"]
