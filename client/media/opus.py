@@ -103,7 +103,8 @@ class OpusEncoder:
     @property
     def fec(self) -> bool:
         lib = _load()
-        return bool(lib.api.encoder.encoder_ctl(self._enc.encoder_state, lib.api.ctl.get_inband_fec))
+        state = self._enc.encoder_state
+        return bool(lib.api.encoder.encoder_ctl(state, lib.api.ctl.get_inband_fec))
 
     def encode(self, pcm: np.ndarray) -> bytes:
         arr = _check_pcm(pcm, FRAME_SAMPLES)

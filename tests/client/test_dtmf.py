@@ -55,7 +55,8 @@ def test_packet_train_for_one_digit():
 
 def test_uneven_duration_ends_with_exact_total():
     pkts = dtmf_packets("1", ssrc=1, sequence=0, timestamp=0, duration_ms=50)
-    assert [TelephoneEvent.parse(p.payload).duration for p in pkts] == [160, 320, 400, 400, 400, 400]
+    durations = [TelephoneEvent.parse(p.payload).duration for p in pkts]
+    assert durations == [160, 320, 400, 400, 400, 400]
     with pytest.raises(ValueError, match="16-bit"):
         dtmf_packets("1", ssrc=1, sequence=0, timestamp=0, duration_ms=9000)
 

@@ -8,6 +8,8 @@ due by a tick are put() before that tick's get(). Outputs are written compactly:
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.media.jitterbuffer import Frame, JitterBuffer, Lost
 from client.media.rtp import RtpPacket
@@ -293,3 +295,31 @@ def test_clock_drift_sender_slow_inserts_frames():
     assert 5 <= jb.stats.stretched <= 9  # ~7 frames (150 ms) of drift to fill
     assert jb.stats.late == 0 and jb.stats.lost == 0 and jb.stats.underruns == 0
     assert sum(1 for o in out if o and o[2:3] == ("stretch",)) == jb.stats.stretched
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-5, 40),  # sequence offset (reorder, dup, jumps)
+            st.integers(-3, 3),  # timestamp skew in frames
+            st.floats(0, 0.3),  # extra network delay
+            st.sampled_from([1, 1, 1, 2]),  # ssrc, mostly stable
+        ),
+        max_size=120,
+    ),
+    st.integers(0, 65535),
+    st.integers(0, 2**32 - 1),
+)
+def test_arbitrary_schedules_never_break_invariants(events, seq0, ts0):
+    jb = JitterBuffer(RATE, FRAME, max_packets=20)
+    timed = []
+    for n, (dseq, dts, delay, ssrc) in enumerate(events):
+        seq = (seq0 + n + dseq) & 0xFFFF
+        ts = (ts0 + (n + dts) * FRAME) & 0xFFFFFFFF
+        timed.append((n * TICK + delay, RtpPacket(0, seq, ts, ssrc, b"p")))
+    out = simulate(jb, timed, len(events) + 20)
+    assert jb.depth <= 20
+    assert all(o is None or o[0] in ("F", "L") for o in out)
+    played = [o[1] for o in out if o and o[0] == "F"]
+    assert len(played) == jb.stats.played
