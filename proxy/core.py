@@ -1,23 +1,507 @@
 # -*- test-case-name: tests.proxy.test_core -*-
-"""The proxy role (RFC 3261 §16): what happens to each request the stack hands over."""
+"""The proxy role (RFC 3261 §16): what happens to each request the stack hands over.
+
+Per request: validate (§16.3, `proxy.validation`), preprocess Route (§16.4,
+`proxy.routing`), authorise (§22.3, when a users file is given), determine the target
+set (§16.5: location service for our domains; for others the static map, the redirect
+server, RFC 3263 DNS, then the upstreams), then forward in a `ResponseContext`
+(§16.6-16.7, `proxy.forking`). ACKs for 2xx and stray responses are forwarded
+statelessly (§16.7 step 10, §16.11, RFC 6026).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from sipcore.message import Request
-from sipcore.transaction import ServerTransaction
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from proxy.forking import (
+    DEFAULT_TIMER_C,
+    Branch,
+    ResponseContext,
+    build_branch_request,
+    build_cancel,
+)
+from proxy.resolver import SipResolver
+from proxy.routing import (
+    DIALOG_CREATING,
+    Decision,
+    LocalIdentity,
+    Target,
+    classify,
+    parse_received,
+    preprocess_routes,
+    q_groups,
+)
+from proxy.validation import (
+    Rejection,
+    check_loop,
+    check_max_forwards,
+    check_proxy_require,
+    check_scheme,
+    check_syntax,
+    loop_hash,
+    make_branch,
+)
+from registrar.location import normalise_aor, open_location
+from sipcore.digest import AuthOutcome, Credentials, DigestAuthenticator
+from sipcore.errors import ParseError
+from sipcore.ids import new_tag
+from sipcore.message import Request, Response, make_response
+from sipcore.transaction import ServerInviteTransaction, ServerTransaction, State, Timers
 from sipcore.twisted.role import BaseRole
 from sipcore.twisted.transport import Address
+from sipcore.uri import SipURI, parse_name_addr
+
+log = Logger(namespace="proxy.core")
+
+#: RFC 3263 §4.3 fail-over: an upstream that does not answer at all within this many
+#: seconds is given up for the next one (Timer B, 32 s, would be the RFC's worst case).
+DEFAULT_FAILOVER_TIMEOUT = 5.0
+#: Statuses that move a call on to the next upstream (a transport error counts as 503).
+UPSTREAM_FAILOVER = frozenset({408, 503})
+#: How many AORs we remember as "known" for 480-versus-404 without a users file.
+MAX_KNOWN_AORS = 100_000
+
+
+class _NullTU:
+    """Client TU for our CANCELs: their 200 means nothing to us (§16.10)."""
+
+    def response_received(self, tx: Any, response: Response) -> None:
+        pass
+
+    def timed_out(self, tx: Any) -> None:
+        pass
+
+    def transport_failed(self, tx: Any) -> None:
+        pass
+
+    def terminated(self, tx: Any) -> None:
+        pass
+
+
+_NULL_TU = _NullTU()
+
+
+class _Forwarder:
+    """The `ForkEnv` of one proxied request: ties a response context to the stack."""
+
+    def __init__(
+        self, role: ProxyRole, tx: ServerTransaction, request: Request, loop_part: str,
+        source: Address,
+    ) -> None:
+        self.role = role
+        self.tx = tx
+        self.request = request
+        self.loop_part = loop_part
+        self.source = source
+        self.clock = role.clock
+        self.timers = role.timers
+
+    def send_branch(self, branch: Branch) -> None:
+        self.role._send_branch(self, branch)
+
+    def send_cancel(self, branch: Branch) -> None:
+        if branch.request is None or branch.dest is None:
+            return
+        self.role.stack.send_request(build_cancel(branch.request), branch.dest, _NULL_TU)
+
+    def forward_response(self, context: ResponseContext, response: Response) -> None:
+        tx = self.tx
+        if tx.state is State.TERMINATED:
+            # The server transaction is gone (Timer L expired) but a 2xx retransmission
+            # still came: forward it statelessly by its Via (RFC 6026 §7.2 / §16.7 step 10).
+            if 200 <= response.status < 300:
+                self.role.stack.send_response_stateless(response, self.source)
+            return
+        tx.send_response(response)
 
 
 class ProxyRole(BaseRole):
-    """Answers OPTIONS for itself; routing arrives with the proxy issue."""
+    """A stateful, forking, record-routing proxy for ``config['domains']``."""
 
     def __init__(self, config: Any, clock: Any) -> None:
         self.config = config
         self.clock = clock
-        self.domains = set(config.get("domains") or [])
+        self.domains = frozenset(config.get("domains") or [])
+        self.timers = Timers()
+        self.timer_c = float(config.get("timer-c") or DEFAULT_TIMER_C)
+        self.failover_timeout = float(config.get("failover-timeout") or DEFAULT_FAILOVER_TIMEOUT)
+        self.routes: dict[str, tuple[str, int]] = dict(config.get("routes") or {})
+        self.redirect_server: tuple[str, int] | None = config.get("redirect-server")
+        self.upstreams: list[SipURI] = list(config.get("upstreams") or [])
+        self.resolver = SipResolver(clock, self.routes, config.get("dns"))
+        self.users: Any = None
+        self.authenticators: dict[str, DigestAuthenticator] | None = None
+        if config.get("users"):
+            from registrar.users import load_users
 
+            self.users = load_users(config["users"])
+            self.authenticators = {
+                d: DigestAuthenticator(d, self.users, clock) for d in self.domains
+            }
+        self.location: Any = None
+        self.registrar: Any = None
+        self.contexts: dict[ServerTransaction, ResponseContext] = {}
+        self.known_aors: set[str] = set()
+        self._me: LocalIdentity | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        from proxy.mini_registrar import MiniRegistrar
+
+        self.location = open_location(self.config.get("location") or "memory:", self.clock)
+        self.registrar = MiniRegistrar(self.location, self.clock, self.authenticators)
+
+    def stop(self) -> Any:
+        if self.location is not None:
+            return self.location.close()
+        return None
+
+    @property
+    def me(self) -> LocalIdentity:
+        if self._me is None or self._me.port == 0:
+            endpoint = self.stack.endpoint
+            self._me = LocalIdentity(endpoint.interface, endpoint.port, self.domains)
+        return self._me
+
+    # -- requests ------------------------------------------------------------------------
     def request_received(self, request: Request, tx: ServerTransaction, source: Address) -> None:
-        super().request_received(request, tx, source)
+        try:
+            self._request(request, tx, source)
+        except ParseError as err:
+            # A header we needed turned out malformed: answer through the transaction so
+            # it terminates normally (the endpoint's own reject would bypass it).
+            self._reply(tx, request, err.status, err.reason)
+
+    def _reply(
+        self, tx: ServerTransaction, request: Request, status: int, reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        response = make_response(request, status, reason, to_tag=new_tag())
+        for name, value in headers:
+            response.headers.add(name, value)
+        tx.send_response(response)
+
+    def _reject(self, tx: ServerTransaction, request: Request, rejection: Rejection) -> None:
+        self._reply(tx, request, rejection.status, rejection.reason, rejection.headers)
+
+    def _request(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+        me = self.me
+        check_syntax(request)  # §16.3 step 1
+        rejection = check_scheme(request)  # step 2
+        if rejection is None and check_max_forwards(request) is not None:  # step 3
+            if request.method == "OPTIONS" and classify(request, me).kind == "local":
+                tx.send_response(self.capabilities(request))  # §16.3 step 3 / §11
+                return
+            rejection = Rejection(483)
+        rejection = rejection or check_loop(request, me.is_own_via)  # step 4
+        rejection = rejection or check_proxy_require(request)  # step 5
+        if rejection is not None:
+            self._reject(tx, request, rejection)
+            return
+        # §16.6 step 8: the loop hash covers the request as it reached us.
+        loop_part = loop_hash(request, request.top_via)
+        popped = preprocess_routes(request, me)  # §16.4
+        decision = classify(request, me)
+        if request.method == "REGISTER" and decision.kind in ("lookup", "local"):
+            # REGISTER for one of our domains: the registrar's business (§10.3).
+            self._registrar_handle(request, tx, source)
+            return
+        if decision.kind == "local":
+            if request.method == "OPTIONS":
+                tx.send_response(self.capabilities(request))
+            else:
+                self._reply(tx, request, 404)
+            return
+        refusal = self._authorise(request, decision, popped)  # §16.3 step 6, §22.3
+        if refusal is not None:
+            tx.send_response(refusal)
+            return
+        if isinstance(tx, ServerInviteTransaction):
+            # §16.2: a stateful proxy sends 100 at once for INVITE, so the client stops
+            # retransmitting while we look up and fork.
+            tx.send_response(make_response(request, 100))
+        env = _Forwarder(self, tx, request, loop_part, source)
+        d = self._targets(request, decision)
+        d.addCallback(self._start_context, env)
+        d.addErrback(self._targets_failed, env)
+
+    def _registrar_handle(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+        # Hook for the registrar (RFC 3261 §10.3): `self.registrar` answers REGISTER
+        # through `tx`. MiniRegistrar is a stand-in until registrar.registrar.Registrar
+        # exists; it must keep the `.location` the proxy reads bindings from.
+        try:
+            self.known_aors.add(normalise_aor(str(request.to.uri)))
+        except ValueError:
+            pass
+        if len(self.known_aors) > MAX_KNOWN_AORS:
+            self.known_aors.clear()
+        self.registrar.handle(request, tx, source)
+
+    # -- authorisation (§22.3; the no-open-relay policy) ------------------------------------
+    def _authorise(self, request: Request, decision: Decision, popped: bool) -> Response | None:
+        """None to go on, else the response refusing the request.
+
+        Local users must prove who they are (407) to go anywhere; others may only reach
+        our users. In-dialog requests that came back to us through our own Record-Route
+        were authorised when the dialog was set up.
+        """
+        if self.authenticators is None:
+            return None
+        if request.to.tag is not None and popped:
+            return None
+        from_uri = request.from_.uri
+        realm = from_uri.host.lower() if isinstance(from_uri, SipURI) else ""
+        auth = self.authenticators.get(realm)
+        if auth is None:
+            if decision.kind in ("lookup", "local"):
+                return None
+            return make_response(request, 403, "Relaying Denied", to_tag=new_tag())
+        stale = False
+        for value in request.headers.get_all("Proxy-Authorization"):
+            credentials = Credentials.parse(value)  # ParseError -> 400
+            if credentials.realm != realm:
+                continue
+            result = auth.verify(request.method, credentials)
+            if result.ok:
+                if result.username != getattr(from_uri, "user", None):
+                    return make_response(request, 403, "Forbidden", to_tag=new_tag())
+                self._strip_credentials(request, realm)
+                return None
+            stale = result.outcome in (AuthOutcome.STALE, AuthOutcome.REPLAY)
+        challenge = make_response(request, 407, to_tag=new_tag())
+        for value in auth.challenge_header_values(stale):
+            challenge.headers.add("Proxy-Authenticate", value)
+        return challenge
+
+    @staticmethod
+    def _strip_credentials(request: Request, realm: str) -> None:
+        # §22.3: our own credentials are consumed here; others' travel on.
+        values = request.headers.get_all("Proxy-Authorization")
+        request.headers.remove("Proxy-Authorization")
+        for value in values:
+            if Credentials.parse(value).realm != realm:
+                request.headers.add("Proxy-Authorization", value)
+
+    # -- target determination (§16.5) ------------------------------------------------------
+    def _targets(self, request: Request, decision: Decision) -> defer.Deferred[Any]:
+        uri = request.uri
+        if decision.kind == "route":
+            return defer.succeed([[Target(uri)]])
+        if decision.kind == "lookup":
+            return self._lookup(request, decision.aors)
+        return self._foreign(uri)
+
+    @defer.inlineCallbacks
+    def _lookup(self, request: Request, aors: tuple[str, ...]) -> Any:
+        targets: list[Target] = []
+        for aor in aors:
+            bindings = yield self.location.get(aor)
+            for binding in bindings:
+                target = self._binding_target(binding)
+                if target is not None:
+                    targets.append(target)
+            if targets:
+                break
+        if targets:
+            return q_groups(targets)
+        known = any(self._known(aor) for aor in aors)
+        # §16.5 / §21.4.18: the user exists but is not reachable now -> 480, else 404.
+        return Rejection(480) if known else Rejection(404)
+
+    def _known(self, aor: str) -> bool:
+        if aor in self.known_aors:
+            return True
+        if self.users is not None:
+            _scheme, _, address = aor.partition(":")
+            return address in self.users
+        return False
+
+    @staticmethod
+    def _binding_target(binding: Any) -> Target | None:
+        try:
+            contact = binding.contact
+            uri = parse_name_addr(contact).uri if contact.startswith("<") else None
+            if uri is None:
+                from sipcore.uri import parse_uri
+
+                uri = parse_uri(contact)
+        except ParseError:
+            log.warn("unusable binding contact {c!r}", c=binding.contact)
+            return None
+        return Target(
+            uri,
+            dest=parse_received(binding.received),
+            routes=tuple(binding.path),
+            q=binding.q,
+            label=binding.aor,
+        )
+
+    @defer.inlineCallbacks
+    def _foreign(self, uri: Any) -> Any:
+        """The cross-domain order: --route, --redirect-server, DNS, --upstream."""
+        if isinstance(uri, SipURI):
+            host = uri.host.lower()
+            direct = self.resolver.static_route(host)
+            if direct is not None:
+                return [[Target(uri, dest=direct, label="route")]]
+            from proxy.routing import is_ip_literal
+
+            if is_ip_literal(host):
+                # An address, not a domain (a Contact, a recursed 3xx): send it there.
+                return [[Target(uri)]]
+            if self.redirect_server is not None:
+                # The redirect server is asked like any next hop; its 3xx is recursed
+                # on in the response context (§16.7 step 6, via _recurse).
+                host_, port = self.redirect_server
+                return [[Target(uri, dest=Address("UDP", host_, port), label="redirect")]]
+            if self.resolver.dns is not None:
+                addresses = yield self.resolver.resolve(uri)
+                if addresses:
+                    # RFC 3263 §4.3: try the servers in order, moving on only when one
+                    # fails to answer (timeout/transport) or is unavailable.
+                    return [
+                        [Target(uri, dest=a, failover_on=UPSTREAM_FAILOVER,
+                                no_answer_timeout=self.failover_timeout, label="dns")]
+                        for a in addresses
+                    ]
+        if self.upstreams:
+            groups = []
+            for up in self.upstreams:
+                addresses = yield self.resolver.resolve(up)
+                for a in addresses[:1]:
+                    groups.append([Target(uri, dest=a, failover_on=UPSTREAM_FAILOVER,
+                                          no_answer_timeout=self.failover_timeout,
+                                          label="upstream")])
+            if groups:
+                return groups
+        if isinstance(uri, SipURI) and self.resolver.dns is None:
+            # Last resort: the system resolver on the Request-URI's host.
+            return [[Target(uri)]]
+        return Rejection(404, "No Route To Domain")
+
+    # -- forwarding ------------------------------------------------------------------------
+    def _start_context(self, targets: Any, env: _Forwarder) -> None:
+        tx, request = env.tx, env.request
+        if tx.final_response is not None or tx.state is State.TERMINATED:
+            return  # cancelled (or failed) while we were looking up
+        if isinstance(targets, Rejection):
+            self._reject(tx, request, targets)
+            return
+        context = ResponseContext(request, targets, env, timer_c=self.timer_c)
+        self.contexts[tx] = context
+        context.start()
+
+    def _targets_failed(self, failure: Any, env: _Forwarder) -> None:
+        log.failure("target determination failed", failure)
+        if env.tx.final_response is None:
+            self._reply(env.tx, env.request, 500)
+
+    def _send_branch(self, env: _Forwarder, branch: Branch) -> None:
+        """§16.6 steps 5-10 for one target: find the next hop, build, send."""
+        target = branch.target
+        request = env.request
+        first_route = target.routes[0] if target.routes else None
+        if first_route is None and request.routes:
+            first_route = request.headers.get_all("Route")[0]
+        if target.dest is not None:
+            d: defer.Deferred[list[Address]] = defer.succeed([target.dest])
+        else:
+            hop = parse_name_addr(first_route).uri if first_route else target.uri
+            if not isinstance(hop, SipURI):
+                branch.context.branch_failed(branch, 416)
+                return
+            d = self.resolver.resolve(hop)
+
+        def send(addresses: list[Address]) -> None:
+            if not addresses:
+                branch.context.branch_failed(branch, 404)
+                return
+            if branch.cancel_wanted and branch.context.cancelled:
+                branch.context.branch_failed(branch, 487)
+                return
+            dest = addresses[0]
+            record_route = None
+            if request.method in DIALOG_CREATING and request.to.tag is None:
+                record_route = self.me.record_route(env.source.transport)
+            via = self.me.via(dest.transport, make_branch(env.loop_part))
+            out = build_branch_request(request, target, via, record_route)
+            branch.request = out
+            branch.dest = dest
+            tx = self.stack.send_request(out, dest, branch)
+            branch.sent(tx)
+
+        def failed(failure: Any) -> None:
+            log.failure("sending a branch failed", failure)
+            branch.context.branch_failed(branch, 500)
+
+        d.addCallback(send)
+        d.addErrback(failed)
+
+    # -- CANCEL, ACK, stray responses -------------------------------------------------------
+    def cancel_received(
+        self, cancel: Request, invite_tx: ServerInviteTransaction, source: Address
+    ) -> None:
+        # §16.10: the stack answered the CANCEL 200; we end the INVITE with 487 and
+        # CANCEL every pending branch (each only once it has a provisional, §9.1).
+        if invite_tx.final_response is None:
+            invite_tx.send_response(make_response(invite_tx.request, 487, to_tag=new_tag()))
+        context = self.contexts.get(invite_tx)
+        if context is not None:
+            context.cancel()
+
+    def server_tx_ended(self, tx: ServerTransaction, reason: str) -> None:
+        self.contexts.pop(tx, None)
+
+    def ack_received(self, ack: Request, source: Address) -> None:
+        """An ACK for a 2xx: forward it statelessly along the route set (§16.11)."""
+        try:
+            self._forward_ack(ack)
+        except ParseError as err:
+            log.info("dropping bad ACK from {source}: {err}", source=str(source), err=err)
+
+    def _forward_ack(self, ack: Request) -> None:
+        me = self.me
+        check_syntax(ack)
+        if ack.max_forwards == 0 or check_loop(ack, me.is_own_via) is not None:
+            return
+        top = ack.top_via
+        part = loop_hash(ack, top)
+        # §16.11: a stateless forward must give a retransmission the same branch.
+        unique = hashlib.sha256(f"{top.branch}|{top.host}|{top.port}".encode()).hexdigest()[:8]
+        preprocess_routes(ack, me)
+        decision = classify(ack, me)
+        if decision.kind in ("local", "lookup"):
+            log.debug("ACK for {uri} has nowhere to go", uri=str(ack.uri))
+            return
+        first_route = ack.headers.get_all("Route")[0] if ack.routes else None
+        hop = parse_name_addr(first_route).uri if first_route else ack.uri
+        if not isinstance(hop, SipURI):
+            return
+
+        def send(addresses: list[Address]) -> None:
+            if not addresses:
+                return
+            dest = addresses[0]
+            out = build_branch_request(
+                ack, Target(ack.uri), me.via(dest.transport, make_branch(part, unique)), None
+            )
+            self.stack.send_stateless(out, dest)
+
+        self.resolver.resolve(hop).addCallback(send)
+
+    def stray_response(self, response: Response, source: Address) -> None:
+        """A response no client transaction wants, e.g. a 2xx retransmission after the
+        transaction ended: strip our Via and forward it statelessly (§16.7 step 10)."""
+        try:
+            vias = response.vias
+            if len(vias) < 2 or not self.me.is_own_via(vias[0]) or response.status == 100:
+                return
+        except ParseError:
+            return
+        out = response.copy()
+        out.headers.pop_first("Via")
+        self.stack.send_response_stateless(out)

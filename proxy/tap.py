@@ -7,14 +7,41 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import reactor
+from twisted.python import usage
 
 from proxy.service import SipService
 from sipcore.twisted.options import ProxyOptions
 
 
+def _positive_seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} wants seconds, got {value!r}") from None
+    if not 0 < seconds <= 86400:
+        raise usage.UsageError(f"--{name} must be within (0, 86400] seconds, got {value!r}")
+    return seconds
+
+
 class Options(ProxyOptions):
     synopsis = "[options]"
     longdesc = "A SIP proxy and registrar for the given domains (default a.lab)."
+
+    optParameters = [
+        ["timer-c", None, "181",
+         "Timer C (RFC 3261 §16.6 step 11): seconds an INVITE branch may ring "
+         "before it is cancelled (the RFC wants more than 180)."],
+        ["failover-timeout", None, "5",
+         "Seconds without any answer before a DNS target or --upstream is given up "
+         "for the next one."],
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802
+        super().postOptions()
+        self["timer-c"] = _positive_seconds(self["timer-c"], "timer-c")
+        self["failover-timeout"] = _positive_seconds(
+            self["failover-timeout"], "failover-timeout"
+        )
 
 
 def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's name

@@ -1,0 +1,492 @@
+# -*- test-case-name: tests.registrar.test_registrar -*-
+"""REGISTER processing: RFC 3261 §10.3 with Path (RFC 3327) and outbound keys (RFC 5626).
+
+`Registrar.handle(request, tx, source)` runs the §10.3 steps in order and always ends
+with exactly one final response through `tx.send_response`:
+
+1. the Request-URI names one of our domains (else 404; 416 for a non-SIP scheme);
+2. every Require option-tag is one we support (else 420 + Unsupported);
+3. with a users file, digest authentication (401 + one WWW-Authenticate per
+   algorithm, `stale=true` for STALE/REPLAY; 403 when the authenticated user is not
+   the To AOR's user);
+4. the To AOR is in our domain (else 404) and, with users, a known user (else 404);
+5. Contact/Expires checks (400 with a reason, 423 + Min-Expires);
+6. one atomic `location.update()` applying the changes with the Call-ID/CSeq rule
+   (`StaleCSeq` -> 500, the store failing -> 500 + Retry-After);
+7. 200 OK listing every current binding with its remaining `expires`, plus Date.
+
+Bindings remember where the REGISTER came from (`received`, "udp:HOST:PORT", the
+RFC 5626 flow / NAT address the proxy routes to); see `format_received` and
+`parse_received`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from registrar.location import (
+    WILDCARD,
+    Binding,
+    Change,
+    LocationError,
+    LocationService,
+    Removal,
+    StaleCSeq,
+    normalise_aor,
+)
+from registrar.users import Users
+from sipcore.digest import AuthOutcome, AuthResult, Credentials, DigestAuthenticator
+from sipcore.errors import ParseError
+from sipcore.headers import Contact
+from sipcore.ids import new_tag
+from sipcore.message import Request, Response, make_response
+from sipcore.transaction import ServerTransaction
+from sipcore.twisted.transport import Address
+from sipcore.uri import NameAddr, SipURI
+
+__all__ = [
+    "SUPPORTED_OPTIONS",
+    "Registrar",
+    "RegisterError",
+    "aor_of",
+    "format_received",
+    "parse_received",
+]
+
+log = Logger(namespace="registrar")
+
+#: Option-tags a REGISTER may Require of us (RFC 3261 §10.3 step 2): Path storage
+#: (RFC 3327) and the registrar half of outbound (instance/reg-id keys, RFC 5626 §6).
+SUPPORTED_OPTIONS = frozenset({"path", "outbound"})
+#: Seconds a client should wait before retrying after the store failed (RFC 3261 §20.33).
+RETRY_AFTER = 5
+_MAX_USER_AGENT = 256
+
+
+class RegisterError(Exception):
+    """Ends processing with a final response: status, reason and extra headers."""
+
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+
+def aor_of(uri: Any) -> str:
+    """The address-of-record key for a URI, name-addr or URI text.
+
+    `sip:user@host` with the host lower-cased and scheme, port, password and
+    parameters dropped (RFC 3261 §10.3 step 5); sips AORs fold onto sip so a UA
+    registering over TLS is found by a plain-sip lookup. The user part is unescaped
+    by the location service's own `normalise_aor`, so both agree on every key.
+    Raises ValueError for URIs that cannot be an AOR (tel:, no host).
+    """
+    if isinstance(uri, NameAddr):
+        uri = uri.uri
+    if isinstance(uri, str):
+        from sipcore.uri import parse_uri
+
+        try:
+            uri = parse_uri(uri.strip().removeprefix("<").removesuffix(">"))
+        except ParseError as e:
+            raise ValueError(f"not a SIP URI: {e.reason}") from None
+    if not isinstance(uri, SipURI) or not uri.host:
+        raise ValueError(f"not a SIP address-of-record: {uri}")
+    host = uri.host.lower()
+    return normalise_aor(f"sip:{uri.user}@{host}" if uri.user else f"sip:{host}")
+
+
+def format_received(source: Address) -> str:
+    """`udp:HOST:PORT` (IPv6 in brackets): where a REGISTER came from."""
+    host = f"[{source.host}]" if ":" in source.host else source.host
+    return f"{source.transport.lower()}:{host}:{source.port}"
+
+
+def parse_received(text: str) -> Address:
+    """Inverse of `format_received`; ValueError for anything else."""
+    transport, sep, hostport = text.partition(":")
+    host, colon, port = hostport.rpartition(":")
+    if not sep or not colon or not host or not port.isdigit():
+        raise ValueError(f"bad received address {text!r}")
+    return Address(transport.upper(), host.strip("[]"), int(port))
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one REGISTER asks of the location service."""
+
+    aor: str
+    changes: list[Change]
+    query_only: bool
+
+
+class Registrar:
+    """The RFC 3261 §10.3 registrar over a `LocationService`."""
+
+    def __init__(
+        self,
+        domains: Iterable[str],
+        location: LocationService,
+        clock: Any,
+        users: Users | None = None,
+        min_expires: int = 60,
+        max_expires: int = 7200,
+        default_expires: int = 3600,
+        *,
+        max_contacts: int = 20,
+        auth_algorithms: Iterable[str] = ("SHA-256", "MD5"),
+        nonce_ttl: float = 300,
+    ) -> None:
+        if not 0 < min_expires <= default_expires <= max_expires:
+            raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
+        self.domains = {d.lower() for d in domains}
+        self.location = location
+        self.clock = clock
+        self.users = users
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = default_expires
+        self.max_contacts = max_contacts
+        # RFC 8760 §2.4: challenges in order of preference, SHA-256 first by default.
+        self.auth_algorithms = tuple(auth_algorithms)
+        self.nonce_ttl = nonce_ttl
+        # One authenticator per realm (= domain, as the users file defines it), all
+        # under one secret; created on first use so unused domains cost nothing.
+        self._secret = secrets.token_bytes(32)
+        self._authenticators: dict[str, DigestAuthenticator] = {}
+
+    # -- entry point ------------------------------------------------------------------
+
+    def handle(self, request: Request, tx: ServerTransaction, source: Address) -> defer.Deferred:
+        """Process one REGISTER; fires (with None) once the final response is sent."""
+        to_tag = new_tag()
+        sent: list[bool] = []
+
+        def send(response: Response) -> None:
+            if sent:
+                return  # exactly one final response, whatever went wrong after it
+            sent.append(True)
+            tx.send_response(response)
+
+        def answer_error(failure: Failure) -> None:
+            send(self._error_response(request, failure, to_tag))
+
+        try:
+            plan = self._check(request, source)
+            d = self._apply(plan)
+            d.addCallback(lambda bindings: send(self._ok(request, bindings, to_tag)))
+        except Exception:
+            d = defer.fail()
+        d.addErrback(answer_error)
+        # A failure while building the error response itself must not escape either.
+        d.addErrback(lambda f: send(self._internal_error(request, f, to_tag)))
+        return d
+
+    # -- the checks, in RFC 3261 §10.3 order ---------------------------------------------
+
+    def _check(self, request: Request, source: Address) -> _Plan:
+        realm = self._check_request_uri(request)
+        self._check_require(request)
+        if self.users is not None:
+            self._authenticate(request, realm)
+        aor = self._check_to(request)
+        return self._plan(request, aor, source)
+
+    def _check_request_uri(self, request: Request) -> str:
+        """Step 1: the Request-URI names the domain whose bindings are changed."""
+        uri = request.uri
+        if not isinstance(uri, SipURI):
+            raise RegisterError(416)
+        host = uri.host.lower()
+        if host not in self.domains:
+            raise RegisterError(404, "Domain Not Served Here")
+        return host
+
+    def _check_require(self, request: Request) -> None:
+        """Step 2: §8.2.2.3, 420 listing the option-tags we do not understand."""
+        required = [t.strip() for t in request.headers.get_all("Require")]
+        unknown = [t for t in required if t.lower() not in SUPPORTED_OPTIONS]
+        if unknown:
+            raise RegisterError(420, None, [("Unsupported", ", ".join(unknown))])
+
+    def _check_to(self, request: Request) -> str:
+        """Step 4 (and 3's identity rule): the AOR must be ours and, with users, known."""
+        try:
+            aor = aor_of(request.to)
+        except ValueError:
+            raise RegisterError(404, "Not A SIP AOR") from None
+        to_uri = request.to.uri
+        assert isinstance(to_uri, SipURI)
+        if to_uri.host.lower() not in self.domains or not to_uri.user:
+            raise RegisterError(404, "Domain Not Served Here")
+        if self.users is not None and _users_key(aor) not in self.users:
+            raise RegisterError(404)
+        return aor
+
+    # -- step 3: authentication (RFC 3261 §22.4, RFC 8760) -----------------------------
+
+    def _authenticator(self, realm: str) -> DigestAuthenticator:
+        auth = self._authenticators.get(realm)
+        if auth is None:
+            assert self.users is not None
+            auth = self._authenticators[realm] = DigestAuthenticator(
+                realm, self.users, self.clock, self.nonce_ttl, self._secret,
+                algorithms=self.auth_algorithms,
+            )
+        return auth
+
+    def _authenticate(self, request: Request, realm: str) -> None:
+        auth = self._authenticator(realm)
+        credentials = self._credentials_for(request, realm)
+        if credentials is None:
+            raise self._challenge(auth, stale=False)
+        result = auth.verify(request.method, credentials, request.body, str(request.uri))
+        if result.outcome in (AuthOutcome.STALE, AuthOutcome.REPLAY):
+            # sipcore.digest: the password was right, so let the UA retry silently.
+            raise self._challenge(auth, stale=True)
+        if not result.ok:
+            log.info("REGISTER auth failed: {reason}", reason=result.reason)
+            raise self._challenge(auth, stale=False)
+        self._check_identity(request, result, realm)
+
+    def _credentials_for(self, request: Request, realm: str) -> Credentials | None:
+        """The Authorization value for our realm (§22.4: one per realm may be present)."""
+        for value in request.headers.get_all("Authorization"):
+            try:
+                credentials = Credentials.parse(value)
+            except ParseError as e:
+                raise RegisterError(400, e.reason) from None
+            if credentials.realm.lower() == realm:
+                return credentials
+        return None
+
+    def _check_identity(self, request: Request, result: AuthResult, realm: str) -> None:
+        """§10.3 step 3: the authenticated user may only register their own AOR."""
+        to_uri = request.to.uri
+        if not isinstance(to_uri, SipURI):
+            raise RegisterError(404, "Not A SIP AOR")
+        own = aor_of(f"sip:{result.username}@{realm}") if result.username else ""
+        try:
+            target = aor_of(to_uri)
+        except ValueError:
+            raise RegisterError(404, "Not A SIP AOR") from None
+        if own != target:
+            log.info("{user} may not register {aor}", user=own, aor=target)
+            raise RegisterError(403, "Not Your AOR")
+
+    def _challenge(self, auth: DigestAuthenticator, stale: bool) -> RegisterError:
+        values = auth.challenge_header_values(stale=stale)
+        return RegisterError(401, None, [("WWW-Authenticate", v) for v in values])
+
+    # -- step 5: contacts and expiry ------------------------------------------------
+
+    def _plan(self, request: Request, aor: str, source: Address) -> _Plan:
+        contacts, header_expires = _parse_contacts(request)
+        if not contacts:
+            return _Plan(aor, [], query_only=True)
+        call_id, cseq = request.call_id, request.cseq.number
+        if contacts[0].is_wildcard:
+            # §10.3 step 6: "*" is only valid alone (the parser enforced that) and with
+            # Expires: 0; it removes every binding, subject to the Call-ID/CSeq rule.
+            if header_expires != 0:
+                raise RegisterError(400, "Wildcard Contact Requires Expires 0")
+            return _Plan(aor, [Removal(WILDCARD, call_id, cseq)], query_only=False)
+        if len(contacts) > self.max_contacts:
+            raise RegisterError(400, "Too Many Contacts")
+        path = tuple(request.headers.get_all("Path"))
+        user_agent = (request.headers.get("User-Agent") or "")[:_MAX_USER_AGENT] or None
+        received = format_received(source)
+        now = self.clock.seconds()
+        changes: list[Change] = []
+        for contact in contacts:
+            expires = self._expiry(contact, header_expires)
+            changes.append(
+                _change(aor, contact, expires, now, call_id, cseq, path, received, user_agent)
+            )
+        return _Plan(aor, changes, query_only=False)
+
+    def _expiry(self, contact: Contact, header_expires: int | None) -> int:
+        """§10.3 step 6: contact param, else Expires header, else our default."""
+        try:
+            expires = contact.expires
+        except ParseError as e:
+            raise RegisterError(400, e.reason) from None
+        if expires is None:
+            expires = header_expires if header_expires is not None else self.default_expires
+        if expires == 0:
+            return 0
+        if expires < self.min_expires:
+            # §10.3 step 6 / §20.23: too brief, tell the UA our minimum.
+            raise RegisterError(423, None, [("Min-Expires", str(self.min_expires))])
+        return min(expires, self.max_expires)
+
+    # -- step 6: the store ---------------------------------------------------------
+
+    def _apply(self, plan: _Plan) -> defer.Deferred:
+        if plan.query_only:
+            return defer.maybeDeferred(self.location.get, plan.aor)
+        return defer.maybeDeferred(self.location.update, plan.aor, plan.changes)
+
+    # -- responses ---------------------------------------------------------------------
+
+    def _ok(self, request: Request, bindings: list[Binding], to_tag: str) -> Response:
+        """Step 8: 200 with every current binding and its remaining time, plus Date."""
+        response = make_response(request, 200, to_tag=to_tag)
+        headers = response.headers
+        now = self.clock.seconds()
+        for binding in bindings:
+            headers.add("Contact", _contact_value(binding, now))
+        if _lists(request, "Supported", "path"):
+            # RFC 3327 §5.3: echo the Path we stored, so the UA learns its route set.
+            for value in request.headers.get_all("Path"):
+                headers.add("Path", value)
+        headers.add("Supported", "path, outbound")
+        headers.add("Date", email.utils.formatdate(now, usegmt=True))
+        return response
+
+    def _error_response(self, request: Request, failure: Failure, to_tag: str) -> Response:
+        exc = failure.value
+        if isinstance(exc, RegisterError):
+            response = make_response(request, exc.status, exc.reason, to_tag=to_tag)
+            for name, value in exc.headers:
+                response.headers.add(name, value)
+            return response
+        if isinstance(exc, ParseError):
+            # A header the parser accepted lazily turned out malformed (Contact, Expires).
+            return make_response(request, exc.status, exc.reason, to_tag=to_tag)
+        if isinstance(exc, StaleCSeq):
+            # §10.3 step 6: same Call-ID, CSeq not higher: the update is aborted and the
+            # request fails; 500 is what deployed registrars and UAs agree on.
+            log.info("REGISTER refused: {error}", error=str(exc))
+            return make_response(request, 500, "Stale CSeq", to_tag=to_tag)
+        if isinstance(exc, LocationError):
+            log.error("location store failed: {error}", error=str(exc))
+            response = make_response(request, 500, "Location Store Unavailable", to_tag=to_tag)
+            response.headers.add("Retry-After", str(RETRY_AFTER))
+            return response
+        return self._internal_error(request, failure, to_tag)
+
+    def _internal_error(self, request: Request, failure: Failure, to_tag: str) -> Response:
+        log.failure("REGISTER processing failed", failure)
+        response = make_response(request, 500, to_tag=to_tag)
+        response.headers.add("Retry-After", str(RETRY_AFTER))
+        return response
+
+
+def build_registrar(config: Any, clock: Any) -> Registrar:
+    """A Registrar from twistd options (`twistd sipproxy` and `twistd sipregistrar`).
+
+    Reads `domains`, `location`, `users` (a path, or already-loaded `users-db`) and,
+    when the options define them, `min-expires`, `max-expires`, `default-expires` and
+    `auth-algorithms` (a comma-separated preference list).
+    """
+    from registrar.location import open_location
+    from registrar.users import load_users
+
+    users = config.get("users-db")
+    if users is None and config.get("users"):
+        users = load_users(config["users"])
+    kwargs: dict[str, Any] = {}
+    for option, name in (
+        ("min-expires", "min_expires"),
+        ("max-expires", "max_expires"),
+        ("default-expires", "default_expires"),
+    ):
+        if config.get(option) is not None:
+            kwargs[name] = int(config[option])
+    if config.get("auth-algorithms"):
+        kwargs["auth_algorithms"] = [
+            a.strip() for a in str(config["auth-algorithms"]).split(",") if a.strip()
+        ]
+    return Registrar(
+        config.get("domains") or ["a.lab"],
+        open_location(config.get("location") or "memory:", clock),
+        clock,
+        users,
+        **kwargs,
+    )
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _users_key(aor: str) -> str:
+    """`sip:alice@a.lab` -> `alice@a.lab`, the users file's spelling."""
+    return aor.split(":", 1)[1]
+
+
+def _lists(request: Request, header: str, tag: str) -> bool:
+    return any(t.strip().lower() == tag for t in request.headers.get_all(header))
+
+
+def _parse_contacts(request: Request) -> tuple[list[Contact], int | None]:
+    """Contacts and the Expires header, as 400s with the parser's reason if malformed."""
+    try:
+        return request.contacts, request.expires
+    except ParseError as e:
+        raise RegisterError(400, e.reason) from None
+
+
+def _contact_uri(contact: Contact) -> str:
+    uri = contact.uri
+    if not isinstance(uri, SipURI):
+        # We only register what a SIP proxy can route to (§10.2.1 allows any scheme,
+        # but nothing downstream of us can use a mailto: or tel: contact).
+        raise RegisterError(400, "Unsupported Contact URI Scheme")
+    return str(uri)
+
+
+def _outbound_keys(contact: Contact) -> tuple[str | None, int | None]:
+    """RFC 5626 §6: +sip.instance and reg-id; reg-id alone is ignored."""
+    params = contact.params
+    instance = params.get("+sip.instance")
+    if not instance:
+        return None, None
+    reg_id_text = params.get("reg-id")
+    if reg_id_text is None:
+        return instance, None
+    if not reg_id_text.isdigit() or not 0 < int(reg_id_text) < 2**31:
+        raise RegisterError(400, "Bad reg-id")
+    return instance, int(reg_id_text)
+
+
+def _change(
+    aor: str, contact: Contact, expires: int, now: float, call_id: str, cseq: int,
+    path: tuple[str, ...], received: str, user_agent: str | None,
+) -> Change:
+    uri = _contact_uri(contact)
+    instance, reg_id = _outbound_keys(contact)
+    if expires == 0:
+        return Removal(uri, call_id, cseq, instance, reg_id)
+    try:
+        q = contact.q
+    except ParseError as e:
+        raise RegisterError(400, e.reason) from None
+    return Binding(
+        aor=aor, contact=uri, expires_at=now + expires, q=1.0 if q is None else q,
+        call_id=call_id, cseq=cseq, path=path, instance_id=instance, reg_id=reg_id,
+        received=received, user_agent=user_agent,
+    )
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    """`<uri>;expires=N[;q=..][;+sip.instance=..;reg-id=..]` (§10.3 step 8, RFC 5626 §6)."""
+    value = f"<{binding.contact}>;expires={binding.remaining(now)}"
+    if binding.q != 1.0:
+        value += f";q={binding.q:g}"
+    if binding.instance_id is not None:
+        value += f";+sip.instance={binding.instance_id}"
+        if binding.reg_id is not None:
+            value += f";reg-id={binding.reg_id}"
+    return value
