@@ -32,6 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sipclient = client.cli:main",
+            "sipcalling-trace = sipcore.trace.cli:main",
         ],
     },
 )

@@ -150,10 +150,16 @@ class ProxyRole(BaseRole):
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
-        from proxy.mini_registrar import MiniRegistrar
+        from registrar.registrar import Registrar
 
         self.location = open_location(self.config.get("location") or "memory:", self.clock)
-        self.registrar = MiniRegistrar(self.location, self.clock, self.authenticators)
+        # RFC 3261 §10.3 REGISTER processing; `auth-algorithms` ("MD5,SHA-256") reorders
+        # the 401 challenges for UAs that only read the first one (sipp 3.6).
+        algorithms = self.config.get("auth-algorithms") or "SHA-256,MD5"
+        self.registrar = Registrar(
+            self.domains, self.location, self.clock, self.users,
+            auth_algorithms=[a.strip() for a in algorithms.split(",") if a.strip()],
+        )
 
     def stop(self) -> Any:
         if self.location is not None:
@@ -231,8 +237,8 @@ class ProxyRole(BaseRole):
 
     def _registrar_handle(self, request: Request, tx: ServerTransaction, source: Address) -> None:
         # Hook for the registrar (RFC 3261 §10.3): `self.registrar` answers REGISTER
-        # through `tx`. MiniRegistrar is a stand-in until registrar.registrar.Registrar
-        # exists; it must keep the `.location` the proxy reads bindings from.
+        # through `tx` and writes the `.location` the proxy reads bindings from. We only
+        # note the AOR so that, once its bindings are gone, a call gets 480, not 404.
         try:
             self.known_aors.add(normalise_aor(str(request.to.uri)))
         except ValueError:

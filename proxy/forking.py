@@ -168,6 +168,9 @@ class Branch:
 
     # -- ClientTU -------------------------------------------------------------------------
     def response_received(self, tx: Any, response: Response) -> None:
+        # §16.7 step 3: remove our own Via; what is left routes the response upstream.
+        response = response.copy()
+        response.headers.pop_first("Via")
         self.context._branch_response(self, response)
 
     def timed_out(self, tx: Any) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
+from sipcore.trace.hook import tracer_from_config
+from sipcore.twisted.protection import Protection
 from sipcore.twisted.stack import SipStack
 
 log = Logger(namespace="proxy.service")
@@ -23,12 +25,14 @@ class SipService(service.Service):
         self.reactor = reactor
         self.role: Any = None
         self.stack: SipStack | None = None
+        self.tracer: Any = None
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         config = self.config
         context = config.get("tls-context")
         self.role = self.build_role(self.reactor)
+        self.tracer = tracer_from_config(config, self.role, self.reactor)
         self.stack = SipStack(
             self.reactor,
             self.role,
@@ -37,6 +41,8 @@ class SipService(service.Service):
             tls_port=config.get("tls-port"),
             tls_context=context,
             log_messages=not config.get("quiet"),
+            tracer=self.tracer,
+            protection=Protection(self.reactor, config.get("protection")),
         )
         self.role.stack = self.stack
         start = getattr(self.role, "start", None)
@@ -58,4 +64,7 @@ class SipService(service.Service):
         stop = getattr(self.role, "stop", None)
         if stop is not None:
             d.addBoth(lambda _: stop())
+        if self.tracer is not None:
+            # Last, so that whatever the role sends while stopping is in the trace.
+            d.addBoth(lambda result: (self.tracer.close(), result)[1])
         return d

@@ -15,9 +15,11 @@ with exactly one final response through `tx.send_response`:
    (`StaleCSeq` -> 500, the store failing -> 500 + Retry-After);
 7. 200 OK listing every current binding with its remaining `expires`, plus Date.
 
-Bindings remember where the REGISTER came from (`received`, "udp:HOST:PORT", the
-RFC 5626 flow / NAT address the proxy routes to); see `format_received` and
-`parse_received`.
+Bindings remember where the REGISTER came from (`received`, `UDP HOST:PORT`) when
+the proxy should route there rather than to the Contact: when the source is not
+the Contact's host:port (a NAT rewrote it, RFC 3581 §1) or the UA registered an
+RFC 5626 flow (instance + reg-id), which must be reached over that same flow. A
+TCP/TLS source port is ephemeral, so for those only a different host counts.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
 from sipcore.transaction import ServerTransaction
 from sipcore.twisted.transport import Address
-from sipcore.uri import NameAddr, SipURI
+from sipcore.uri import NameAddr, SipURI, parse_uri
 
 __all__ = [
     "SUPPORTED_OPTIONS",
@@ -95,8 +97,6 @@ def aor_of(uri: Any) -> str:
     if isinstance(uri, NameAddr):
         uri = uri.uri
     if isinstance(uri, str):
-        from sipcore.uri import parse_uri
-
         try:
             uri = parse_uri(uri.strip().removeprefix("<").removesuffix(">"))
         except ParseError as e:
@@ -108,14 +108,16 @@ def aor_of(uri: Any) -> str:
 
 
 def format_received(source: Address) -> str:
-    """`udp:HOST:PORT` (IPv6 in brackets): where a REGISTER came from."""
-    host = f"[{source.host}]" if ":" in source.host else source.host
-    return f"{source.transport.lower()}:{host}:{source.port}"
+    """`UDP HOST:PORT` (IPv6 in brackets; `str(Address)`): where a REGISTER came from.
+
+    `proxy.routing.parse_received` reads this spelling back.
+    """
+    return str(source)
 
 
 def parse_received(text: str) -> Address:
     """Inverse of `format_received`; ValueError for anything else."""
-    transport, sep, hostport = text.partition(":")
+    transport, sep, hostport = text.strip().partition(" ")
     host, colon, port = hostport.rpartition(":")
     if not sep or not colon or not host or not port.isdigit():
         raise ValueError(f"bad received address {text!r}")
@@ -251,7 +253,10 @@ class Registrar:
         credentials = self._credentials_for(request, realm)
         if credentials is None:
             raise self._challenge(auth, stale=False)
-        result = auth.verify(request.method, credentials, request.body, str(request.uri))
+        if not _digest_uri_acceptable(credentials.uri, request):
+            log.info("REGISTER auth failed: digest uri {uri!r}", uri=credentials.uri)
+            raise self._challenge(auth, stale=False)
+        result = auth.verify(request.method, credentials, request.body)
         if result.outcome in (AuthOutcome.STALE, AuthOutcome.REPLAY):
             # sipcore.digest: the password was right, so let the UA retry silently.
             raise self._challenge(auth, stale=True)
@@ -306,13 +311,12 @@ class Registrar:
             raise RegisterError(400, "Too Many Contacts")
         path = tuple(request.headers.get_all("Path"))
         user_agent = (request.headers.get("User-Agent") or "")[:_MAX_USER_AGENT] or None
-        received = format_received(source)
         now = self.clock.seconds()
         changes: list[Change] = []
         for contact in contacts:
             expires = self._expiry(contact, header_expires)
             changes.append(
-                _change(aor, contact, expires, now, call_id, cseq, path, received, user_agent)
+                _change(aor, contact, expires, now, call_id, cseq, path, source, user_agent)
             )
         return _Plan(aor, changes, query_only=False)
 
@@ -426,6 +430,20 @@ def _users_key(aor: str) -> str:
     return aor.split(":", 1)[1]
 
 
+def _digest_uri_acceptable(uri_text: str, request: Request) -> bool:
+    """RFC 7616 §3.4.6 asks for the digest uri to be the Request-URI. Deployed UAs (sipp
+    among them) put the registrar's address there instead, so any user-less SIP URI is
+    taken: a REGISTER's target never has a user part, and the method, nonce and nonce
+    count already bind the credentials to one REGISTER."""
+    if uri_text == str(request.uri):
+        return True
+    try:
+        uri = parse_uri(uri_text)
+    except ParseError:
+        return False
+    return isinstance(uri, SipURI) and uri.user is None
+
+
 def _lists(request: Request, header: str, tag: str) -> bool:
     return any(t.strip().lower() == tag for t in request.headers.get_all(header))
 
@@ -463,10 +481,12 @@ def _outbound_keys(contact: Contact) -> tuple[str | None, int | None]:
 
 def _change(
     aor: str, contact: Contact, expires: int, now: float, call_id: str, cseq: int,
-    path: tuple[str, ...], received: str, user_agent: str | None,
+    path: tuple[str, ...], source: Address, user_agent: str | None,
 ) -> Change:
     uri = _contact_uri(contact)
     instance, reg_id = _outbound_keys(contact)
+    assert isinstance(contact.uri, SipURI)
+    received = _nat_received(contact.uri, source, outbound=reg_id is not None)
     if expires == 0:
         return Removal(uri, call_id, cseq, instance, reg_id)
     try:
@@ -478,6 +498,18 @@ def _change(
         call_id=call_id, cseq=cseq, path=path, instance_id=instance, reg_id=reg_id,
         received=received, user_agent=user_agent,
     )
+
+
+def _nat_received(uri: SipURI, source: Address, outbound: bool) -> str | None:
+    """The source address when the proxy must route there instead of the Contact."""
+    if outbound:
+        return format_received(source)  # RFC 5626 §6: reach the UA over its flow
+    if uri.host.strip("[]").lower() != source.host.lower():
+        return format_received(source)  # behind a NAT (or a confused UA)
+    default_port = 5061 if uri.scheme == "sips" else 5060
+    if source.transport == "UDP" and (uri.port or default_port) != source.port:
+        return format_received(source)  # a port-translating NAT
+    return None
 
 
 def _contact_value(binding: Binding, now: float) -> str:

@@ -72,6 +72,11 @@ def _read_quoted(text: str, pos: int) -> tuple[str, int]:
             # smuggle a header boundary.
             if escaped in "\r\n":
                 raise ParseError("Line break escaped in quoted string")
+            # Nor may it smuggle other control characters past the check below: they
+            # could never be quoted again (see `quote`), e.g. when a UAC echoes a
+            # challenge's realm/nonce/opaque (RFC 7230 §3.2.6 quoted-pair is VCHAR/WSP).
+            if (escaped < " " and escaped != "\t") or escaped == "\x7f":
+                raise ParseError("Control character in quoted string")
             out.append(escaped)
             pos += 2
             continue

@@ -10,3 +10,10 @@ MAX_HEADER_LINE = 8192
 MAX_URI_LENGTH = 4096
 #: Largest CSeq sequence number (RFC 3261 section 8.1.1.5: 32 bits).
 MAX_CSEQ = 2**32 - 1
+#: Most Via values in one message. Max-Forwards starts at 70 (RFC 3261 §8.1.1.6), so a
+#: legitimate request collects at most ~71; the margin keeps a 483 answerable.
+MAX_VIAS = 72
+#: Most Route and Record-Route values each (a route set, RFC 3261 §12.1).
+MAX_ROUTES = 64
+#: Most Contact values (a REGISTER listing bindings, RFC 3261 §10.2.1).
+MAX_CONTACTS = 100

@@ -63,7 +63,9 @@ def error_response_for(data: bytes, err: ParseError) -> Response | None:
 def _salvage(data: bytes, err: ParseError) -> Response | None:
     head = data[:_SALVAGE_LIMIT].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     text = head.decode("utf-8", "surrogateescape")
-    lines = text.replace("\r\n", "\n").split("\n")[1:]
+    # A bare CR ends a line too: it cannot be copied into a header value (the
+    # response would carry an injected line), and RFC 3261 §7.3.1 only knows CRLF.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[1:]
     found: dict[str, list[str]] = {}
     for line in lines:
         if line[:1] in (" ", "\t"):

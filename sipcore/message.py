@@ -19,7 +19,15 @@ from typing import Any
 
 from sipcore.errors import ParseError
 from sipcore.headers import Contact, CSeq, Via, parse_int, split_header_list
-from sipcore.limits import MAX_HEADER_LINE, MAX_HEADERS, MAX_MESSAGE_SIZE, MAX_URI_LENGTH
+from sipcore.limits import (
+    MAX_CONTACTS,
+    MAX_HEADER_LINE,
+    MAX_HEADERS,
+    MAX_MESSAGE_SIZE,
+    MAX_ROUTES,
+    MAX_URI_LENGTH,
+    MAX_VIAS,
+)
 from sipcore.status import reason_for
 from sipcore.uri import URI, NameAddr, SipURI, parse_name_addr, parse_uri
 
@@ -131,6 +139,11 @@ _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
 _COUNTED = frozenset(_REQUIRED + _SINGLE)
 _RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+# Caps on list-valued headers: every proxy walks them on each hop, so a request with
+# thousands of Vias or Routes is an amplification attack, not a call (sipcore.limits).
+_LIST_LIMITS = {
+    "via": MAX_VIAS, "route": MAX_ROUTES, "record-route": MAX_ROUTES, "contact": MAX_CONTACTS,
+}
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _REQ_LINE_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
@@ -463,9 +476,19 @@ class Message:
     # -- validation --------------------------------------------------------------
     def _validate_common(self) -> None:
         counts: dict[str, int] = {}
+        # Upper bounds on list values (commas + 1); exact counts only when over a cap.
+        values: dict[str, int] = {}
         for f in self.headers._fields:
             if f[0] in _COUNTED:
                 counts[f[0]] = counts.get(f[0], 0) + 1
+            if f[0] in _LIST_LIMITS:
+                values[f[0]] = values.get(f[0], 0) + f[2].count(",") + 1
+        for key, count in values.items():
+            limit = _LIST_LIMITS[key]
+            if count > limit and len(self.headers.get_all(key)) > limit:
+                name = {"route": "Route", "record-route": "Record-Route"}.get(key)
+                name = name or _PRETTY.get(key) or key.title()
+                raise ParseError(f"Too Many {name} Values (limit {limit})")
         for key in _REQUIRED:
             if key not in counts:
                 raise ParseError(f"Missing {_PRETTY[key]} header")

@@ -13,6 +13,7 @@ import os
 from twisted.python import usage
 
 from sipcore.errors import ParseError
+from sipcore.twisted.protection import ProtectionConfig, parse_network, parse_rate
 from sipcore.twisted.tls import TLSConfigError, server_context
 from sipcore.uri import SipURI, parse_uri
 
@@ -80,6 +81,28 @@ class ServerOptions(usage.Options):
          "Location store: memory: | sqlite:PATH | redis://HOST:PORT/DB."],
         ["users", "u", None, "Users file; when given, requests need digest authentication."],
         ["trace", None, None, "Write every SIP message to this JSON-lines file."],
+        ["trace-max-bytes", None, "10000000", "Rotate the trace file at this size."],
+        ["trace-keep", None, "5", "Rotated trace files kept (FILE.1 ... FILE.N)."],
+        ["trace-label", None, None, "Name of this process in ladder diagrams."],
+        # Registrar (RFC 3261 §10.3) and digest authentication (RFC 8760).
+        ["min-expires", None, "60", "Shortest registration accepted (423 below it)."],
+        ["max-expires", None, "7200", "Longer registrations are cut to this."],
+        ["default-expires", None, "3600", "Registration time when the UA asks for none."],
+        ["auth-algorithms", None, "SHA-256,MD5",
+         "Digest algorithms offered, most preferred first (RFC 8760 §2.4)."],
+        # Flood protection and resource bounds (sipcore.twisted.protection).
+        ["pike-ban", None, "30", "Seconds a source over --pike-rate is ignored."],
+        ["pike-table", None, "100000", "Most source IPs the rate limiter tracks (LRU)."],
+        ["max-connections-per-ip", None, "64",
+         "Concurrent inbound TCP/TLS connections per IP (0: unlimited)."],
+        ["max-connections", None, "10000",
+         "Concurrent inbound TCP/TLS connections in total (0: unlimited)."],
+        ["idle-timeout", None, "300", "Close TCP/TLS connections idle this many seconds."],
+        ["max-transactions", None, "40000",
+         "Live transactions above which new requests get 503 (0: no cap)."],
+        ["max-lag", None, "2",
+         "Reactor lag in seconds above which new requests get 503 (0: off)."],
+        ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
     ]
     optFlags = [
         ["quiet", "q", "Do not log one line per SIP message."],
@@ -90,6 +113,9 @@ class ServerOptions(usage.Options):
         self["domains"] = []
         self["routes"] = {}
         self["tls-context"] = None
+        self["pike-rate"] = "2000/2"
+        self["trusted"] = []
+        self["protection"] = None
 
     def opt_domain(self, value: str) -> None:
         """A domain this server is responsible for (repeatable)."""
@@ -104,8 +130,78 @@ class ServerOptions(usage.Options):
             raise usage.UsageError(f"--route wants DOMAIN=HOST:PORT, got {value!r}")
         self["routes"][check_domain(domain)] = parse_hostport(target)
 
+    def opt_pike_rate(self, value: str) -> None:
+        """Per-IP limit N/SECONDS (e.g. 2000/2, the default); 0 disables."""
+        try:
+            parse_rate(value)
+        except ValueError as err:
+            raise usage.UsageError(f"--pike-rate: {err}") from None
+        self["pike-rate"] = value
+
+    opt_pike = opt_pike_rate
+
+    def opt_trusted(self, value: str) -> None:
+        """Network (CIDR) exempt from per-IP rate and connection limits (repeatable)."""
+        try:
+            self["trusted"].append(parse_network(value))
+        except ValueError as err:
+            raise usage.UsageError(f"--trusted: {err}") from None
+
+    def _protection(self) -> ProtectionConfig:
+        def number(name: str, kind: type = int) -> float:
+            try:
+                value = kind(self[name])
+            except ValueError:
+                value = -1
+            if value < 0:
+                raise usage.UsageError(f"--{name}: want a number >= 0, got {self[name]!r}")
+            return value
+
+        requests, window = parse_rate(self["pike-rate"])
+        return ProtectionConfig(
+            pike_requests=requests,
+            pike_window=window,
+            pike_ban=number("pike-ban", float),
+            pike_max_ips=max(1, int(number("pike-table"))),
+            trusted=tuple(self["trusted"]),
+            max_connections_per_ip=int(number("max-connections-per-ip")),
+            max_connections=int(number("max-connections")),
+            idle_timeout=number("idle-timeout", float) or 300.0,
+            max_transactions=int(number("max-transactions")),
+            max_lag=number("max-lag", float),
+            retry_after=int(number("retry-after")),
+        )
+
+    def _registrar_options(self) -> None:
+        from registrar.users import UsersFileError, load_users
+        from sipcore.digest import UnsupportedAlgorithm, canonical_algorithm
+
+        for name in ("min-expires", "max-expires", "default-expires", "trace-max-bytes",
+                     "trace-keep"):
+            value = str(self[name])
+            if not value.isdigit() or not 0 < int(value) < 2**31:
+                raise usage.UsageError(f"--{name} wants a positive number, got {value!r}")
+            self[name] = int(value)
+        if not self["min-expires"] <= self["default-expires"] <= self["max-expires"]:
+            raise usage.UsageError("need --min-expires <= --default-expires <= --max-expires")
+        try:
+            names = str(self["auth-algorithms"]).split(",")
+            algorithms = [canonical_algorithm(a.strip()) for a in names]
+        except UnsupportedAlgorithm as err:
+            raise usage.UsageError(f"--auth-algorithms: {err}") from None
+        self["auth-algorithms"] = ",".join(algorithms)
+        self["users-db"] = None
+        if self["users"] is not None:
+            # Loaded now so a bad users file is a one-line error before any socket opens.
+            try:
+                self["users-db"] = load_users(self["users"])
+            except (OSError, UsersFileError) as err:
+                raise usage.UsageError(f"--users: {err}") from None
+
     def postOptions(self) -> None:  # noqa: N802
+        self._registrar_options()
         self["port"] = check_port(self["port"])
+        self["protection"] = self._protection()
         self["interface"] = check_interface(self["interface"])
         if self["tls-port"] is not None:
             self["tls-port"] = check_port(self["tls-port"], "TLS port")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from twisted.logger import Logger
 
+from sipcore.ids import new_tag
 from sipcore.message import Message, Request, Response, make_response
 from sipcore.transaction import (
     ClientInviteTransaction,
@@ -29,6 +30,10 @@ from sipcore.transaction import (
 from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint
 
 log = Logger(namespace="sipcore.stack")
+
+# To tag prefix of the stateless 503s sent under overload, so that the ACK a client
+# sends for one (§17.1.1.3) is recognised and absorbed instead of reaching the role.
+SHED_TAG_PREFIX = "shed503-"
 
 
 class Role(Protocol):
@@ -110,13 +115,35 @@ class SipStack:
             server_tx.receive_request(request)  # a retransmission, or ACK for a non-2xx
             return
         if request.method == "ACK":
+            if (request.to.tag or "").startswith(SHED_TAG_PREFIX):
+                return  # the ACK for one of our stateless 503s
             self.role.ack_received(request, source)
+            return
+        if request.method != "CANCEL" and self._shed(request, source):
             return
         tx = self._new_server_transaction(request, source)
         if request.method == "CANCEL":
             self._cancel(request, tx, source)
             return
         self.role.request_received(request, tx, source)
+
+    def _shed(self, request: Request, source: Address) -> bool:
+        """Under overload, answer 503 + Retry-After without a transaction (§21.5.4).
+
+        CANCEL is never shed (it frees resources); in-dialog requests (To tag: BYE,
+        re-INVITE) only at twice the cap, so calls can still end while memory stays
+        bounded (sipcore.twisted.protection.OverloadGuard).
+        """
+        protection = self.endpoint.protection
+        if protection is None:
+            return False
+        in_dialog = request.to.tag is not None
+        if not protection.overload.overloaded(len(self.table), in_dialog):
+            return False
+        response = make_response(request, 503, to_tag=SHED_TAG_PREFIX + new_tag())
+        response.headers.add("Retry-After", str(protection.overload.retry_after))
+        self.endpoint.send_response(response, source)
+        return True
 
     def _new_server_transaction(self, request: Request, source: Address) -> ServerTransaction:
         endpoint = self.endpoint

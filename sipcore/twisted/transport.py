@@ -21,6 +21,7 @@ from sipcore.errors import ParseError
 from sipcore.headers import Via
 from sipcore.malformed import error_response_for
 from sipcore.message import Message, Request, Response, StreamParser, parse
+from sipcore.twisted.protection import Protection
 
 log = Logger(namespace="sipcore.transport")
 
@@ -111,6 +112,8 @@ class _Stream(protocol.Protocol):
         self.parser = StreamParser()
         self.peer: Address | None = None
         self._idle: object | None = None
+        # Set when the connection was counted against the inbound connection caps.
+        self.admitted_host: str | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
         peer = self.transport.getPeer()
@@ -120,10 +123,11 @@ class _Stream(protocol.Protocol):
 
     def _touch(self) -> None:
         clock = self.endpoint.clock
+        timeout = self.endpoint.idle_timeout
         if self._idle is not None and self._idle.active():  # type: ignore[attr-defined]
-            self._idle.reset(IDLE_TIMEOUT)  # type: ignore[attr-defined]
+            self._idle.reset(timeout)  # type: ignore[attr-defined]
         else:
-            self._idle = clock.callLater(IDLE_TIMEOUT, self.transport.loseConnection)
+            self._idle = clock.callLater(timeout, self.transport.loseConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self._touch()
@@ -154,8 +158,17 @@ class _StreamFactory(protocol.Factory):
         self.endpoint = endpoint
         self.transport_name = transport_name
 
-    def buildProtocol(self, addr: object) -> _Stream:  # noqa: N802
-        return _Stream(self.endpoint, self.transport_name)
+    def buildProtocol(self, addr: object) -> _Stream | None:  # noqa: N802
+        # Returning None makes Twisted close the connection at once: over a cap, or
+        # from a banned source (sipcore.twisted.protection).
+        protection = self.endpoint.protection
+        host = getattr(addr, "host", "")
+        if protection is not None and not protection.allow_connection(host):
+            return None
+        stream = _Stream(self.endpoint, self.transport_name)
+        if protection is not None:
+            stream.admitted_host = host
+        return stream
 
 
 class _ClientStreamFactory(protocol.ClientFactory):
@@ -207,6 +220,7 @@ class SipEndpoint:
         transports: tuple[str, ...] = ("UDP", "TCP"),
         tracer: Tracer | None = None,
         log_messages: bool = True,
+        protection: Protection | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = reactor  # type: ignore[assignment]
@@ -218,6 +232,9 @@ class SipEndpoint:
         self.transports = transports
         self.tracer = tracer
         self.log_messages = log_messages
+        # Flood and resource limits; None (the default) means none, as in unit tests.
+        self.protection = protection
+        self.idle_timeout = protection.idle_timeout if protection is not None else IDLE_TIMEOUT
         self.udp: object | None = None
         self.listeners: list[object] = []
         # Open connections by remote address: responses and new requests reuse them.
@@ -228,6 +245,8 @@ class SipEndpoint:
 
     def start(self) -> None:
         reactor = self.reactor
+        if self.protection is not None:
+            self.protection.start()
         if "UDP" in self.transports:
             self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
                 self.port, _Datagram(self), interface=self.interface
@@ -251,6 +270,8 @@ class SipEndpoint:
     def stop(self) -> object:
         from twisted.internet.defer import gatherResults, maybeDeferred
 
+        if self.protection is not None:
+            self.protection.stop()
         for stream in list(self.connections.values()):
             stream.transport.loseConnection()
         return gatherResults(
@@ -264,6 +285,8 @@ class SipEndpoint:
     # -- receiving ------------------------------------------------------------------
 
     def data_received(self, data: bytes, source: Address, stream: _Stream | None) -> None:
+        if self.protection is not None and not self.protection.allow_packet(source.host):
+            return  # rate-limited source: dropped before parsing, which is the point
         if not data.strip(b"\r\n"):
             return  # RFC 5626 keep-alive (CRLF ping) or an empty datagram
         try:
@@ -274,6 +297,12 @@ class SipEndpoint:
         self.message_parsed(message, source, stream)
 
     def message_parsed(self, message: Message, source: Address, stream: _Stream | None) -> None:
+        protection = self.protection
+        if stream is not None and protection is not None:
+            # Stream messages are counted one by one (datagrams in data_received).
+            if not protection.allow_packet(source.host):
+                stream.transport.loseConnection()
+                return
         if self.tracer is not None:
             self.tracer("in", message.serialise(), self.local_address(source.transport), source)
         try:
@@ -320,6 +349,9 @@ class SipEndpoint:
         self.connecting.pop(stream.peer, None)
 
     def connection_lost(self, stream: _Stream) -> None:
+        if stream.admitted_host is not None and self.protection is not None:
+            self.protection.connection_closed(stream.admitted_host)
+            stream.admitted_host = None
         if stream.peer is not None and self.connections.get(stream.peer) is stream:
             del self.connections[stream.peer]
 
