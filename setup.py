@@ -27,6 +27,9 @@ setup(
             "pytest-timeout",
             "hypothesis",
             "ruff",
+            # Coverage-guided fuzzing (fuzz/); binary wheels exist for Linux x86_64
+            # only, elsewhere the bounded fuzz test skips.
+            'atheris; platform_system == "Linux" and platform_machine == "x86_64"',
         ],
     },
     entry_points={

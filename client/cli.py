@@ -171,7 +171,6 @@ class App:
     def __init__(self, args: argparse.Namespace, reactor: Any) -> None:
         self.args = args
         self.reactor = reactor
-        self.out: Any = None  # the stdio transport once there is one
         self.exit_code = 0
         self.stopping = False
         self.main_call: Call | None = None
@@ -190,12 +189,14 @@ class App:
 
     # -- output ---------------------------------------------------------------------------
     def write(self, line: str) -> None:
+        # Synchronous, flushed writes: a script waiting for a line must get it even when
+        # the process exits right after (the reactor would drop a pending async write).
         data = (line.replace("\n", " ") + "\n").encode("utf-8", "replace")
-        if self.out is not None:
-            self.out.write(data)
-        else:
+        try:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
+        except (BrokenPipeError, OSError):
+            pass  # nobody is listening any more; keep running the calls
 
     def report(self, line: str) -> None:
         self.write(line)
@@ -344,9 +345,6 @@ def _console_protocol(app: App) -> Any:
         delimiter = b"\n"
         MAX_LENGTH = 4096
 
-        def connectionMade(self) -> None:  # noqa: N802
-            app.out = self.transport
-
         def lineReceived(self, line: bytes) -> None:  # noqa: N802
             app.command(line.decode("utf-8", "replace").strip())
 
@@ -362,7 +360,7 @@ def _console_protocol(app: App) -> Any:
             pass
 
         def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-            app.out = None
+            pass
 
     return Console()
 
@@ -389,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"sipclient: error: cannot listen on {args.interface}:{args.port}: "
                          f"{err.socketError}\n")
         return 2
-    stdio.StandardIO(_console_protocol(app))
+    # StandardIO reads the commands; its writer gets /dev/null because output goes out
+    # synchronously through sys.stdout (StandardIO would make fd 1 non-blocking).
+    stdio.StandardIO(_console_protocol(app), stdout=os.open(os.devnull, os.O_WRONLY))
     reactor.addSystemEventTrigger("before", "shutdown", app.before_shutdown)
     reactor.callWhenRunning(app.start)
     reactor.run()

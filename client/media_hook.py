@@ -14,9 +14,11 @@ offer/answer progresses:
 
 A factory builds sessions: ``factory(reactor, interface, options) -> MediaSession``.
 The real one lives in ``client.media.session`` (``create_session``) and plays/records
-audio; :class:`NullMedia` only binds the RTP port and discards what arrives, so call
-control works without audio hardware or codecs. :func:`load_media_factory` picks the
-real one when it can be imported.
+audio. The factory may also offer ``conference(sessions: list[MediaSession]) -> None``,
+which mixes the given calls locally (each hears the others, N-1); without it the
+``conference`` command is refused. :class:`NullMedia` only binds the RTP port and
+discards what arrives, so call control works without audio hardware or codecs.
+:func:`load_media_factory` picks the real one when it can be imported.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ USER_AGENT = "sipcalling-sipclient/0.1"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 MAX_REDIRECTS = 5
 MAX_AUTH_ATTEMPTS = 2
+REGISTER_RETRY = 60.0  # seconds between attempts after a failed registration
 CODECS = {"opus": OPUS, "pcmu": PCMU, "pcma": PCMA}
 
 
@@ -378,6 +379,11 @@ class UserAgent(BaseRole):
         else:
             reg.state = "failed" if expires else "unregistered"
             self.report(f"registration failed {status} {reason}")
+            if expires:
+                # Keep trying, slowly: the registrar may come back (RFC 5626 §4.5 spirit).
+                if reg.refresh is not None and reg.refresh.active():
+                    reg.refresh.cancel()
+                reg.refresh = self.clock.callLater(REGISTER_RETRY, self._refresh)
         waiters, reg.waiters = reg.waiters, []
         for d in waiters:
             d.callback(status)

@@ -98,6 +98,7 @@ MAX_OUTPUT_BACKLOG_FRAMES = 5  # bound on decoded audio waiting for the sink
 DEFAULT_RECORD_RATE = 16000
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+UNSPECIFIED_ADDRESSES = ("0.0.0.0", "::")
 
 
 class MediaError(ValueError):
@@ -471,7 +472,9 @@ class RtpSession:
         self._send, self._recv = send, recv
 
     def _set_remote(self, addr: str, port: int, rtcp: tuple[str, int] | None) -> None:
-        if not port:  # a rejected stream (port 0): nothing to send to
+        if not port or addr in UNSPECIFIED_ADDRESSES:
+            # A rejected stream (port 0), or RFC 2543 hold (c=0.0.0.0, RFC 3264 §8.4):
+            # nothing to send to. Writing to 0.0.0.0 would reach our own host on Linux.
             self._remote = self._remote_rtcp = None
             return
         if not (isIPAddress(addr) or isIPv6Address(addr)):

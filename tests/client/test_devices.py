@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -189,3 +191,9 @@ def test_wav_sink_round_trip(tmp_path: Path) -> None:
 def test_wav_sink_bad_path_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="cannot record to .*: No such file or directory"):
         WavFileSink(str(tmp_path / "no" / "such" / "dir.wav"))
+
+
+def test_devices_module_is_twisted_free() -> None:
+    # Only session.py is the Twisted boundary of client.media (docs/architecture.md).
+    code = "import sys, client.media.devices; assert 'twisted' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

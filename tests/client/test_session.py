@@ -512,3 +512,19 @@ def test_check_media_options_rejects_bad_files(tmp_path: Path) -> None:
         check_media_options(SimpleNamespace(play=str(bad), record=None))
     with pytest.raises(AudioError, match="cannot record to"):
         check_media_options(SimpleNamespace(play=None, record=str(tmp_path / "x" / "y.wav")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_old_style_hold_address_sends_nothing(pairs: list[Pair], clock: task.Clock) -> None:
+    p = make_pair(pairs, clock, PCMU)
+    p.start()
+    await pump(clock, 5)
+    # RFC 2543 hold: c=0.0.0.0 with the direction left at sendrecv.
+    p.a.update(remote_addr="0.0.0.0", remote_port=p.b.local_port)
+    await iterate()
+    sent = p.a.packets_sent
+    await pump(clock, 10)
+    assert p.a.packets_sent == sent and p.a.stats()["send_errors"] == 0
+    p.a.update(remote_addr=LOOPBACK, remote_port=p.b.local_port)
+    await pump(clock, 5)
+    assert p.a.packets_sent > sent

@@ -293,3 +293,22 @@ def test_module_entry_point_help() -> None:
         cwd=REPO, env={**os.environ},
     )
     assert result.returncode == 0 and "--auto-answer" in result.stdout
+
+
+def test_hostile_datagrams_do_not_kill_the_client(client: Callable[..., SipClient]) -> None:
+    """RFC 4475 torture messages and plain garbage: answered or dropped, never fatal."""
+    import socket
+
+    from tests.interop.conftest import sip_ping
+
+    bob = client("bob", "--auto-answer")
+    vectors = sorted((REPO / "tests" / "vectors" / "rfc4475").glob("*.dat"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for path in vectors:
+            s.sendto(path.read_bytes()[:65000], ("127.0.0.1", bob.port))
+        s.sendto(b"\x00\xffnot sip at all\r\n\r\n", ("127.0.0.1", bob.port))
+        s.sendto(b"SIP/2.0 200 OK\r\n\r\n", ("127.0.0.1", bob.port))
+    answer = sip_ping(bob.port, timeout=5)
+    assert answer is not None and answer.startswith(b"SIP/2.0 200")
+    assert bob.proc.poll() is None
+    assert "Traceback" not in bob.stderr_tail(100_000)

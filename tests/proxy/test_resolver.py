@@ -1,0 +1,45 @@
+"""RFC 3263 resolution: IP literals, the static map, SRV ordering (no network)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from twisted.internet import task
+
+from proxy.resolver import SipResolver, order_srv
+from sipcore.twisted.transport import Address
+from sipcore.uri import parse_uri
+
+
+def resolved(d):
+    out = []
+    d.addCallback(out.append)
+    return out[0]
+
+
+def test_ip_literal_and_static_map():
+    resolver = SipResolver(task.Clock(), {"b.lab": ("10.0.0.9", 5090)})
+    assert resolved(resolver.resolve(parse_uri("sip:bob@10.0.0.1:5070;transport=tcp"))) == [
+        Address("TCP", "10.0.0.1", 5070)
+    ]
+    assert resolved(resolver.resolve(parse_uri("sip:bob@B.lab"))) == [
+        Address("UDP", "10.0.0.9", 5090)
+    ]
+
+
+@dataclass
+class Srv:
+    priority: int
+    weight: int
+    port: int
+
+
+def test_srv_order_is_by_priority_then_weight():
+    records = [Srv(20, 0, 1), Srv(10, 0, 2), Srv(10, 100, 3), Srv(30, 5, 4)]
+    ordered = [r.port for r in order_srv(records, random.Random(1))]
+    assert ordered[2:] == [1, 4]
+    assert sorted(ordered[:2]) == [2, 3]
+    # Weight 100 against 0 wins the first slot nearly always (RFC 2782).
+    firsts = [order_srv(records, random.Random(i))[0].port for i in range(50)]
+    assert firsts.count(3) >= 45
