@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUN_DEB := libopus0 portaudio19-dev
-TEST_DEB := $(RUN_DEB) gcc python3-dev sip-tester redis-server
+RUN_DEB := libopus0 portaudio19-dev gcc python3-dev
+TEST_DEB := $(RUN_DEB) sip-tester redis-server
 DOMAIN ?= a.lab
 INTERFACE ?= 127.0.0.1
 PORT ?= 5060
