@@ -46,6 +46,7 @@ line never wraps and nothing else goes to stdout (diagnostics go to stderr with
     conference <n>,<n>[,...]
     status registration <unregistered|registering|registered|failed|disabled>
     status call <n> <state> <outgoing|incoming> <uri>
+    status media <n> <key>=<value> ...          the media engine's counters (talking calls)
     error: <text>                               a bad command; the client carries on
 
 Exit status: 0 normally (with ``--call``: 0 if the call was connected, 1 if not);
@@ -325,6 +326,13 @@ class App:
         self.write(f"status registration {state}")
         for call in self.ua.calls:
             self.write(f"status call {call.number} {call.state} {call.direction} {call.remote}")
+            if call.media is not None and call.talking:
+                try:
+                    stats = call.media.stats()
+                except Exception:  # noqa: BLE001 - status must not fail on media trouble
+                    continue
+                fields = " ".join(f"{k}={v}" for k, v in stats.items())
+                self.write(f"status media {call.number} {fields}".rstrip())
 
     def cmd_help(self, rest: list[str]) -> None:
         self.write("help call answer reject hangup hold resume conference status quit")

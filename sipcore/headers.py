@@ -108,6 +108,10 @@ class Via:
         params = parse_params(text, m.end())
         if "ttl" in params:
             parse_int(params["ttl"] or "", "Via ttl", 255)
+        if params.get("rport") is not None:
+            # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]. Checked here because
+            # a response is routed by it (RFC 3261 §18.2.2): int() must not fail later.
+            parse_int(params["rport"] or "", "Via rport", 65535)
         return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
     def __str__(self) -> str:

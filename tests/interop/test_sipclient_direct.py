@@ -311,4 +311,7 @@ def test_hostile_datagrams_do_not_kill_the_client(client: Callable[..., SipClien
     answer = sip_ping(bob.port, timeout=5)
     assert answer is not None and answer.startswith(b"SIP/2.0 200")
     assert bob.proc.poll() is None
-    assert "Traceback" not in bob.stderr_tail(100_000)
+    log = bob.stderr_tail(1_000_000)
+    # No bug surfaced in the role ("handler failed": the transport caught an exception;
+    # "failed" from the UA's own guard) - warnings about unreachable Vias are fine.
+    assert "handler failed" not in log and "handling " not in log

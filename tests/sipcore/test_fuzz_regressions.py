@@ -221,3 +221,17 @@ def test_fuzz_for_a_bounded_time(target: str, tmp_path: Path):
             f"fuzz/crashes/{target}/ and fix the parser.\n{found}\n"
             + result.stderr[-4000:]
         )
+
+
+def test_via_rport_must_be_a_port_number():
+    # Found by fuzz_message: `rport=5n` parsed, then response_destination() (RFC 3261
+    # §18.2.2 routing of a response by its Via) raised ValueError from int().
+    from sipcore.headers import Via
+    from sipcore.twisted.transport import response_destination
+
+    for bad in ("5n", "70000", "", '"5"'):
+        with pytest.raises(ParseError, match="Bad (Via rport|header parameters)"):
+            Via.parse(f"SIP/2.0/UDP h;rport={bad};branch=z9hG4bK1")
+    assert Via.parse("SIP/2.0/UDP h;rport").rport == ""
+    via = Via.parse("SIP/2.0/UDP h:5070;rport=5071;received=192.0.2.1")
+    assert response_destination(via).port == 5071
