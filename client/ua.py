@@ -700,6 +700,11 @@ class UserAgent(BaseRole):
         if request.method == "INVITE" and (status == 180 or 200 <= status < 300):
             # §12.1.1: dialog-creating responses carry our Contact (the remote target).
             response.headers.add("Contact", self.contact)
+            if not has_tag:
+                # §12.1.1: and the request's Record-Route, in order, so that the caller's
+                # in-dialog requests (ACK, BYE, re-INVITE) traverse the same proxies.
+                for value in request.headers.get_all("Record-Route"):
+                    response.headers.add("Record-Route", value)
         for name, value in headers or ():
             response.headers.add(name, value)
         if body:
