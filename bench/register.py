@@ -102,8 +102,9 @@ class Server:
         self.port = free_port()
         self.log = open(workdir / f"server-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
+            # --pike-rate 0: one loopback load generator must not be banned as a flood.
             [TWISTD, "-n", "--pidfile=", *args[:1], "--port", str(self.port), "--quiet",
-             *args[1:]],
+             "--pike-rate", "0", *args[1:]],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
         )
         deadline = time.monotonic() + 15
