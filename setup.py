@@ -18,6 +18,7 @@ setup(
         "service_identity",
         "txredisapi>=1.4.10",
         "numpy",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "audio": ["PyAudio", "opuslib"],
@@ -27,6 +28,9 @@ setup(
             "pytest-timeout",
             "hypothesis",
             "ruff",
+            # Drives Debian's /usr/bin/chromium in tests/interop/test_status_page.py
+            # (never `playwright install`).
+            "playwright",
             # Coverage-guided fuzzing (fuzz/); binary wheels exist for Linux x86_64
             # only, elsewhere the bounded fuzz test skips.
             'atheris; platform_system == "Linux" and platform_machine == "x86_64"',

@@ -1,272 +1,142 @@
-"""REGISTER load with sipp against real `twistd` processes; prints, asserts nothing.
+"""REGISTER load with sipp against real `twistd sipproxy` processes; prints only.
 
-For each configuration (memory: and sqlite: stores, with and without digest auth)
-a server is started on a free loopback port, sipp sends REGISTERs at rising rates
-(each step bounded by a call count and a time limit) and for each configuration we
-print the highest rate with < 1 % failed registrations, the p50/p99 response time
-at that rate (sipp -trace_rtt; whole-ms resolution, retransmissions included), the
-rate actually completed (successful calls / wall time of the step), and the
-server's CPU use during that step (utime+stime from /proc/PID/stat) and RSS afterwards.
+For each configuration (memory: and sqlite: stores, with and without digest auth) a
+proxy is started on a free loopback port and sipp sends REGISTERs in steps: the rate
+doubles until a step fails, then bisects (bench/sipplib.py explains the pass rule:
+< 1% failed and >= 95% of the calls completed in time). For the highest sustained
+rate it prints sipp's p50/p99 (whole ms), a sub-ms probe's p50/p99, the server's
+CPU% during that step and its RSS after the ramp.
 
-Without auth, 10,000 users are registered from a sipp -inf CSV. With auth, sipp
-3.6 cannot take per-user credentials from the CSV ([authentication] does not expand
-nested keywords) and only computes MD5 from the FIRST challenge, so those runs
-register one user (-s/-au/-ap) against `twistd sipregistrar --auth-algorithms
-MD5,SHA-256` (the same Registrar as sipproxy's, whose option list cannot reorder
-the challenges yet): every call still costs a 401 round trip, a digest
-verification and a store write.
+Without auth, 10,000 users are registered from sipp -inf CSVs (one per sipp process).
+With auth, sipp 3.6 takes credentials only from the command line and computes MD5
+from the FIRST challenge only, so those runs register one user against
+`sipproxy --users FILE --auth-algorithms MD5,SHA-256`: every REGISTER still costs a
+401 round trip, a digest verification and a store write.
 
-    python bench/register.py                    # the four configurations
-    python bench/register.py --target 10.0.0.5:5060 [--domain a.lab]   # another server
+    python bench/register.py [--quick] [--sipp N] [--workers N]
+    python bench/register.py --target HOST:PORT [--domain a.lab]   # another server
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "tests" / "interop" / "scenarios"
-TWISTD = str(Path(sys.executable).parent / "twistd")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import sipplib  # noqa: E402
+
 USERS = 10_000
-RATES = (250, 500, 1000, 2000, 4000)
-STEP_SECONDS = 3
-MAX_FAILURE_RATIO = 0.01
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Step:
-    rate: int
-    calls: int
-    ok: int
-    failed: int
-    p50_ms: float | None
-    p99_ms: float | None
-    cpu_percent: float | None
-    seconds: float
-
-    @property
-    def passed(self) -> bool:
-        return self.calls > 0 and self.failed <= MAX_FAILURE_RATIO * self.calls and (
-            self.ok + self.failed >= self.calls
-        )
+def write_users(workdir: Path, parts: int) -> list[Path]:
+    """`parts` CSVs with disjoint users, one per sipp process."""
+    paths = []
+    for p in range(parts):
+        path = workdir / f"users-{p}.csv"
+        with open(path, "w") as f:
+            f.write("SEQUENTIAL\n")
+            for i in range(p, USERS, parts):
+                f.write(f"user{i:05d}\n")
+        paths.append(path)
+    return paths
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return int(port)
-    raise RuntimeError("no free port")
+def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workdir: Path,
+            server: sipplib.Server | None) -> sipplib.Step | None:
+    host, _, port = target.rpartition(":")
+    csvs = write_users(workdir, args.sipp)
+
+    def commands(rate: int, calls: int, step_dir: Path) -> list[list[str]]:
+        argvs = []
+        for i in range(args.sipp):
+            share_rate = max(1, rate // args.sipp)
+            share_calls = max(1, calls // args.sipp)
+            if auth:
+                extra = ["-s", "bench", "-au", "bench", "-ap", "benchpw"]
+                scenario = "register_auth.xml"
+            else:
+                extra = ["-inf", str(csvs[i])]
+                scenario = "register_bench.xml"
+            argvs.append(sipplib.sipp_command(
+                target, scenario, share_rate, share_calls, args.seconds,
+                [*extra, "-key", "domain", args.domain]))
+        return argvs
+
+    pids = server.pids if server else None
+
+    def step(rate: int) -> sipplib.Step:
+        return sipplib.run_step(rate, args.seconds, commands, workdir, pids,
+                                (host, int(port)))
+
+    best = sipplib.ramp(label, args.start, args.max_rate, args.seconds, args.bisect, step,
+                        max_steps=args.max_steps, budget=args.budget)
+    rss = sipplib.rss_mib(server.pids) if server else None
+    print(sipplib.summary(label, best, rss, "REGISTER"), flush=True)
+    key = label.split(":")[0].replace(" ", "_")
+    sipplib.result_line(bench="register", config=key,
+                        rate=best.rate if best else 0,
+                        cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
+                        rss=sipplib.fmt(rss, 0))
+    return best
 
 
-def answers(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.3)
-        s.sendto(
-            (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-             f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKb{time.monotonic_ns()}\r\n"
-             "From: <sip:bench@127.0.0.1>;tag=b\r\nTo: <sip:bench@127.0.0.1>\r\n"
-             f"Call-ID: b{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-             "Content-Length: 0\r\n\r\n").encode(),
-            (host, port),
-        )
-        try:
-            return bool(s.recv(65535))
-        except OSError:
-            return False
-
-
-class Server:
-    """A twistd process we started; stopped by its PID."""
-
-    def __init__(self, args: list[str], workdir: Path) -> None:
-        self.port = free_port()
-        self.log = open(workdir / f"server-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(
-            # --pike-rate 0: one loopback load generator must not be banned as a flood.
-            [TWISTD, "-n", "--pidfile=", *args[:1], "--port", str(self.port), "--quiet",
-             "--pike-rate", "0", *args[1:]],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if answers(self.port):
-                return
-        self.stop()
-        raise RuntimeError(f"{args[0]} did not start")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.log.close()
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def read_rtts(workdir: Path) -> list[float]:
-    out: list[float] = []
-    for path in workdir.glob("*_rtt.csv"):
-        with open(path, newline="") as f:
-            for row in csv.reader(f, delimiter=";"):
-                try:
-                    out.append(float(row[1]))
-                except (IndexError, ValueError):
-                    continue  # the header line
-        path.unlink()
-    return out
-
-
-def run_step(target: str, scenario: str, extra: list[str], rate: int, workdir: Path,
-             server: Server | None) -> Step:
-    calls = rate * STEP_SECONDS
-    command = [
-        shutil.which("sipp") or "sipp", target, "-i", "127.0.0.1", "-t", "u1",
-        "-sf", str(SCENARIOS / scenario), "-r", str(rate), "-m", str(calls),
-        "-timeout", f"{STEP_SECONDS + 15}s", "-nostdin", "-trace_rtt", "-rtt_freq", "1",
-        "-key", "domain", DOMAIN, *extra,
-    ]
-    cpu_before = server.cpu_seconds() if server else 0.0
-    started = time.monotonic()
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=workdir,
-                                timeout=STEP_SECONDS + 30)
-        screen = result.stdout
-    except subprocess.TimeoutExpired as e:
-        screen = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
-    elapsed = time.monotonic() - started
-    cpu = (server.cpu_seconds() - cpu_before) / elapsed * 100 if server else None
-    ok = _counter(screen, "Successful call")
-    failed = _counter(screen, "Failed call")
-    rtts = read_rtts(workdir)
-    return Step(rate, calls, ok, failed, percentile(rtts, 0.5), percentile(rtts, 0.99), cpu,
-                elapsed)
-
-
-def _counter(screen: str, name: str) -> int:
-    found = re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", screen)
-    return int(found[-1]) if found else 0
-
-
-def ramp(label: str, target: str, scenario: str, extra: list[str], workdir: Path,
-         server: Server | None) -> None:
-    best: Step | None = None
-    tried: list[str] = []
-    for rate in RATES:
-        step = run_step(target, scenario, extra, rate, workdir, server)
-        tried.append(f"{rate}:{step.failed}/{step.calls}")
-        if not step.passed:
-            break
-        best = step
-    rss = f"{server.rss_mib():.0f} MiB" if server else "n/a"
-    if best is None:
-        print(f"{label:34} no rate passed (failed/calls per rate: {', '.join(tried)})")
-        return
-    cpu = f"{best.cpu_percent:.0f}%" if best.cpu_percent is not None else "n/a"
-    p50 = f"{best.p50_ms:.1f}" if best.p50_ms is not None else "?"
-    p99 = f"{best.p99_ms:.1f}" if best.p99_ms is not None else "?"
-    achieved = best.ok / best.seconds
-    print(f"{label:32} {best.rate:>5}/s (done {achieved:>5.0f}/s)  p50 {p50:>6} ms  "
-          f"p99 {p99:>6} ms  CPU {cpu:>5}  RSS {rss:>8}  [{', '.join(tried)}]", flush=True)
-
-
-DOMAIN = "a.lab"
-
-
-def write_users(workdir: Path) -> tuple[Path, Path]:
-    csv_path = workdir / "users.csv"
-    users_path = workdir / "users.txt"
-    with open(csv_path, "w") as f:
-        f.write("SEQUENTIAL\n")
-        for i in range(USERS):
-            f.write(f"user{i:05d};pw{i:05d}\n")
-    users_path.write_text("bench@a.lab plain:benchpw\n")
-    return csv_path, users_path
-
-
-def local_runs(workdir: Path) -> None:
-    csv_path, users_path = write_users(workdir)
-    plain = ["-inf", str(csv_path)]
-    auth = ["-s", "bench", "-au", "bench", "-ap", "benchpw"]
+def local_runs(args: argparse.Namespace, workdir: Path) -> None:
+    users = workdir / "users.txt"
+    users.write_text("bench@a.lab plain:benchpw\n")
+    auth = ["--users", str(users), "--auth-algorithms", "MD5,SHA-256"]
+    workers = ["--workers", str(args.workers)] if args.workers > 1 else []
     configs = [
-        ("sipproxy memory:", ["sipproxy", "--location", "memory:"], "register_bench.xml",
-         plain),
-        ("sipproxy sqlite:", ["sipproxy", "--location", f"sqlite:{workdir / 'loc.sqlite'}"],
-         "register_bench.xml", plain),
-        ("sipregistrar memory: +auth(MD5)",
-         ["sipregistrar", "--location", "memory:", "--users", str(users_path),
-          "--auth-algorithms", "MD5,SHA-256"], "register_auth.xml", auth),
-        ("sipregistrar sqlite: +auth(MD5)",
-         ["sipregistrar", "--location", f"sqlite:{workdir / 'loc-auth.sqlite'}",
-          "--users", str(users_path), "--auth-algorithms", "MD5,SHA-256"],
-         "register_auth.xml", auth),
+        ("memory", ["--location", "memory:"], False),
+        ("sqlite", ["--location", f"sqlite:{workdir / 'loc.sqlite'}"], False),
+        ("memory+auth", ["--location", "memory:", *auth], True),
+        ("sqlite+auth", ["--location", f"sqlite:{workdir / 'loc-auth.sqlite'}", *auth], True),
     ]
-    for label, args, scenario, extra in configs:
-        server = Server([args[0], "--domain", DOMAIN, *args[1:]], workdir)
+    if args.quick:
+        configs = configs[:1]
+    for name, extra, with_auth in configs:
+        if workers and "memory:" in extra:
+            continue  # --workers needs a shared store
+        server = sipplib.Server("sipproxy", ["--domain", args.domain, *extra, *workers],
+                                workdir)
         try:
-            ramp(label, f"127.0.0.1:{server.port}", scenario, extra, workdir, server)
+            label = f"{name}: sipproxy {' '.join(extra[:2])}{' (digest MD5)' if with_auth else ''}"
+            measure(label, f"127.0.0.1:{server.port}", with_auth, args, workdir, server)
         finally:
             server.stop()
 
 
-def main() -> None:
-    global DOMAIN
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", help="HOST:PORT of another server to measure")
     parser.add_argument("--domain", default="a.lab")
+    parser.add_argument("--quick", action="store_true", help="a few seconds in all")
+    parser.add_argument("--sipp", type=int, default=1, help="sipp processes sharing the load")
+    parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
     args = parser.parse_args()
-    DOMAIN = args.domain
-    if shutil.which("sipp") is None:
+    args.quick = sipplib.quick_mode() or args.quick
+    args.start, args.max_rate, args.bisect = 500, 16000, 3
+    args.max_steps, args.budget = 12, 150.0
+    if args.quick:
+        args.seconds, args.start, args.max_rate, args.bisect = 1.0, 100, 200, 0
+        args.max_steps, args.budget = 2, 20.0
+    if sipplib.sipp_binary() is None:
         print("sipp is not installed (Debian package sip-tester); nothing measured")
-        return
-    print(f"REGISTER load, sipp -r ramp {RATES} x {STEP_SECONDS} s, pass = <1% failed")
+        return 0
+    sipplib.print_limits()
+    print(f"REGISTER load: {args.seconds:g} s steps, {args.sipp} sipp process(es); "
+          f"{sipplib.LEGEND}")
     with tempfile.TemporaryDirectory(prefix="bench-register-") as tmp:
         workdir = Path(tmp)
         if args.target:
-            csv_path, _ = write_users(workdir)
-            ramp(f"target {args.target}", args.target, "register_bench.xml",
-                 ["-inf", str(csv_path)], workdir, None)
+            measure(f"target {args.target}", args.target, False, args, workdir, None)
         else:
-            local_runs(workdir)
+            local_runs(args, workdir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

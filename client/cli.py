@@ -11,15 +11,20 @@ Usage (see ``sipclient --help``)::
 Commands, one per line on stdin (``N`` is a call number; without it the most recent
 call that fits is meant)::
 
-    call URI        place a call (URI may be "bob", "bob@b.lab" or "sip:bob@b.lab")
-    answer [N]      answer a ringing incoming call
-    reject [N]      decline a ringing incoming call (603 Decline)
-    hangup [N]      hang up (CANCEL before the answer, 603 while ringing here, else BYE)
-    hold [N]        put a call on hold (re-INVITE with a=sendonly)
-    resume [N]      take it off hold (re-INVITE with a=sendrecv)
-    conference      resume every call and mix them locally (needs the media engine)
-    status          print the registration and every call
-    quit            hang up everything, unregister and exit
+    call URI [CODEC]    place a call (URI may be "bob", "bob@b.lab" or "sip:bob@b.lab");
+                        CODEC (opus, pcmu, pcma) overrides --codec for this call
+    invite URI [CODEC]  call URI and, once connected, mix it with the calls we are in
+    answer [N]          answer a ringing incoming call
+    reject [N]          decline a ringing incoming call (603 Decline)
+    hangup [N|all]      hang up (CANCEL before the answer, 603 while ringing here, else BYE)
+    hold [N]            put a call on hold (re-INVITE with a=sendonly)
+    resume [N]          take it off hold (re-INVITE with a=sendrecv)
+    conference          resume every connected call and mix them locally, N-1: each
+                        participant hears all the others and us (needs the media engine);
+                        one hanging up leaves the rest mixed; our leaving (hangup all,
+                        quit) ends every call
+    status              print the registration and every call
+    quit                hang up everything, unregister and exit
 
 Output grammar: one line per event, space separated, first word says what it is; a
 line never wraps and nothing else goes to stdout (diagnostics go to stderr with
@@ -43,7 +48,8 @@ line never wraps and nothing else goes to stdout (diagnostics go to stderr with
             | hangup              we hung up
             | cancelled           the caller cancelled before we answered
             | error <text>        anything else (no ACK, no usable SDP ...)
-    conference <n>,<n>[,...]
+    conference on <n>,<n>[,...]                 we mix these calls (again after a change)
+    conference off                              down to one call: plain audio again
     status registration <unregistered|registering|registered|failed|disabled>
     status call <n> <state> <outgoing|incoming> <uri>
     status media <n> <key>=<value> ...          the media engine's counters (talking calls)
@@ -287,9 +293,9 @@ class App:
         return call
 
     def cmd_call(self, rest: list[str]) -> None:
-        if len(rest) != 1:
-            raise ValueError("usage: call URI")
-        self.ua.call(rest[0])
+        if len(rest) not in (1, 2):
+            raise ValueError("usage: call URI [opus|pcmu|pcma]")
+        self.ua.call(rest[0], rest[1].lower() if len(rest) == 2 else None)
 
     def cmd_answer(self, rest: list[str]) -> None:
         self.ua.answer(self._pick(rest, ("incoming",), "answer"))
@@ -300,6 +306,14 @@ class App:
     def cmd_hangup(self, rest: list[str]) -> None:
         states = ("calling", "ringing", "early", "incoming", "confirmed", "held",
                   "remote-held", "both-held")
+        if rest == ["all"]:
+            calls = [c for c in self.ua.calls if c.state in states]
+            if not calls:
+                raise ValueError("no call to hang up")
+            for call in calls:
+                if call.state in states:  # an earlier hangup may have ended it
+                    self.ua.hangup(call)
+            return
         self.ua.hangup(self._pick(rest, states, "hang up"))
 
     def cmd_hold(self, rest: list[str]) -> None:
@@ -308,22 +322,22 @@ class App:
     def cmd_resume(self, rest: list[str]) -> None:
         self.ua.resume(self._pick(rest, ("held", "both-held"), "resume"))
 
+    def cmd_invite(self, rest: list[str]) -> None:
+        if len(rest) not in (1, 2):
+            raise ValueError("usage: invite URI [opus|pcmu|pcma]")
+        self.ua.invite(rest[0], rest[1].lower() if len(rest) == 2 else None)
+
     def cmd_conference(self, rest: list[str]) -> None:
-        calls = [c for c in self.ua.calls if c.talking]
-        if len(calls) < 2:
-            raise ValueError("a conference needs at least two connected calls")
-        mix = getattr(self.media_factory, "conference", None)
-        if mix is None:
-            raise ValueError("conference needs the media engine (client.media.session)")
-        for call in calls:
-            if call.local_hold and call.extra.get("reinvite") is None:
-                self.ua.resume(call)
-        mix([c.media for c in calls if c.media is not None])
-        self.write("conference " + ",".join(str(c.number) for c in calls))
+        if rest:
+            raise ValueError("usage: conference")
+        self.ua.conference()  # reports `conference on N,M`
 
     def cmd_status(self, rest: list[str]) -> None:
         state = self.ua.registration.state if self.ua.config.register else "disabled"
         self.write(f"status registration {state}")
+        if self.ua.conference_calls:
+            numbers = ",".join(str(c.number) for c in self.ua.conference_calls)
+            self.write(f"status conference {numbers}")
         for call in self.ua.calls:
             self.write(f"status call {call.number} {call.state} {call.direction} {call.remote}")
             if call.media is not None and call.talking:
@@ -335,7 +349,7 @@ class App:
                 self.write(f"status media {call.number} {fields}".rstrip())
 
     def cmd_help(self, rest: list[str]) -> None:
-        self.write("help call answer reject hangup hold resume conference status quit")
+        self.write("help call invite answer reject hangup hold resume conference status quit")
 
     def cmd_quit(self, rest: list[str]) -> None:
         self.quit()

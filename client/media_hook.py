@@ -14,10 +14,13 @@ offer/answer progresses:
 
 A factory builds sessions: ``factory(reactor, interface, options) -> MediaSession``.
 The real one lives in ``client.media.session`` (``create_session``) and plays/records
-audio. The factory may also offer ``conference(sessions: list[MediaSession]) -> None``,
-which mixes the given calls locally (each hears the others, N-1); without it the
-``conference`` command is refused. :class:`NullMedia` only binds the RTP port and
-discards what arrives, so call control works without audio hardware or codecs.
+audio. The factory may also offer ``conference(sessions: list[MediaSession]) -> mixer``,
+which mixes the given (started) calls locally on one frame clock (each hears the others
+and the local microphone, N-1); the mixer answers ``add(session)``, ``remove(session)``
+(the session carries on alone) and ``dissolve()``, and a session that is stopped leaves
+it by itself (client.media.mixer). Without it the ``conference`` command is refused.
+:class:`NullMedia` only binds the RTP port and discards what arrives, so call control
+works without audio hardware or codecs.
 :func:`load_media_factory` picks the real one when it can be imported.
 """
 

@@ -189,6 +189,9 @@ class UserAgent(BaseRole):
         self._nonce_counts: dict[str, int] = {}
         self.registration = _Registration(self.aor)
         self._pending: set[Deferred[Any]] = set()
+        # End-system conference (RFC 4579 §3, "focus" = us): the mixing calls, in order.
+        self.conference_calls: list[Call] = []
+        self.mixer: Any = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -203,6 +206,17 @@ class UserAgent(BaseRole):
     @property
     def contact(self) -> str:
         return f"<{self.contact_uri}>"
+
+    @property
+    def focus(self) -> bool:
+        return self.mixer is not None
+
+    @property
+    def dialog_contact(self) -> str:
+        """Our Contact for INVITE dialogs: with ;isfocus (RFC 4579 §4.2 / RFC 3840) while
+        we mix a conference, so a conference-aware peer knows it talks to a focus. The
+        REGISTER binding keeps the plain contact."""
+        return f"{self.contact};isfocus" if self.focus else self.contact
 
     @property
     def timers(self) -> Any:
@@ -238,7 +252,7 @@ class UserAgent(BaseRole):
         headers.add("To", str(to))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{cseq} {method}")
-        headers.add("Contact", self.contact)
+        headers.add("Contact", self.dialog_contact if method == "INVITE" else self.contact)
         headers.add("User-Agent", USER_AGENT)
         return Request(method, uri, headers)
 
@@ -418,6 +432,8 @@ class UserAgent(BaseRole):
     def _end(self, call: Call, reason: str) -> None:
         call.end(reason)
         self._forget(call)
+        if call in self.conference_calls:
+            self._conference_left(call)
         # Keep a bounded history for `status`.
         ended = [c for c in self.calls if c.state == "ended"]
         for old in ended[:-20]:
@@ -443,8 +459,11 @@ class UserAgent(BaseRole):
             raise ParseError("only sip: and sips: URIs can be called")
         return uri
 
-    def call(self, target: str) -> Call:
-        """Place a call (§13.2.1). Raises ParseError for a bad target."""
+    def call(self, target: str, codec: str | None = None) -> Call:
+        """Place a call (§13.2.1), preferring ``codec`` (opus, pcmu, pcma) for this call
+        only if given. Raises ParseError for a bad target, ValueError for a bad codec."""
+        if codec is not None and codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r} (opus, pcmu or pcma)")
         uri = self.target_uri(target)
         call = self._new_call("outgoing", str(uri))
         call.move("calling")
@@ -452,7 +471,8 @@ class UserAgent(BaseRole):
             self._end(call, "error media")
             return call
         offer = build_offer(
-            self.codecs, self.local.host, call.media.local_port, username=self.config.user
+            codec_preference(codec) if codec is not None else self.codecs,
+            self.local.host, call.media.local_port, username=self.config.user,
         )
         call.local_sdp = offer
         invite = self._new_request(
@@ -596,6 +616,8 @@ class UserAgent(BaseRole):
         call.remote_sdp = remote
         self._start_media(call)
         call.move("confirmed")
+        if call.extra.get("join_conference"):
+            self._join_when_connected(call)
 
     def _send_ack(self, dialog: Dialog, cseq: int, call: Call | None) -> None:
         """§13.2.2.4: the ACK for a 2xx is sent by the UA core, statelessly, along the
@@ -699,7 +721,7 @@ class UserAgent(BaseRole):
         )
         if request.method == "INVITE" and (status == 180 or 200 <= status < 300):
             # §12.1.1: dialog-creating responses carry our Contact (the remote target).
-            response.headers.add("Contact", self.contact)
+            response.headers.add("Contact", self.dialog_contact)
             if not has_tag:
                 # §12.1.1: and the request's Record-Route, in order, so that the caller's
                 # in-dialog requests (ACK, BYE, re-INVITE) traverse the same proxies.
@@ -983,7 +1005,7 @@ class UserAgent(BaseRole):
         else:
             sdp = resume_offer(call.local_sdp)
         request = call.dialog.create_request(
-            "INVITE", contact=self.contact, body=sdp.serialise(),
+            "INVITE", contact=self.dialog_contact, body=sdp.serialise(),
             extra=[("Allow", ALLOW), ("User-Agent", USER_AGENT)],
         )
         self._send_reinvite(call, kind, sdp, request, 0)
@@ -1111,6 +1133,74 @@ class UserAgent(BaseRole):
             self._start_media(call)
             held = _offered_direction(offer) in ("sendonly", "inactive")
             call.set_hold(remote=held)
+
+    # ------------------------------------------------------------------ conference
+    def conference(self, calls: list[Call] | None = None) -> list[Call]:
+        """Mix ``calls`` (default: every talking call) locally, N-1 (RFC 4579 §3: we are
+        the focus; the others need not know). Held calls are resumed. Calls added to a
+        running conference just join it. Returns the conference's calls; ValueError
+        when there is nothing to mix or no mixer in the media engine."""
+        mix = getattr(self.media_factory, "conference", None)
+        if mix is None:
+            raise ValueError("conference needs the media engine (client.media.session)")
+        if calls is None:
+            calls = [c for c in self.calls if c.talking]
+        calls = [c for c in calls if c.talking and c.media is not None]
+        new = [c for c in calls if c not in self.conference_calls]
+        if len(self.conference_calls) + len(new) < 2:
+            raise ValueError("a conference needs at least two connected calls")
+        if not new:
+            raise ValueError("those calls are already in the conference")
+        try:
+            if self.mixer is None:
+                self.mixer = mix([c.media for c in new])
+            else:
+                for c in new:
+                    self.mixer.add(c.media)
+        except Exception as err:  # noqa: BLE001 - a media failure refuses the command only
+            log.failure("conference setup failed")
+            raise ValueError(f"conference failed: {err}") from None
+        self.conference_calls.extend(new)
+        # Resume after the mixer exists, so the re-INVITE's Contact says ;isfocus.
+        for c in new:
+            if c.local_hold and c.extra.get("reinvite") is None \
+                    and not c.extra.get("glare_retry"):
+                self.resume(c)
+        self._report_conference()
+        return list(self.conference_calls)
+
+    def invite(self, target: str, codec: str | None = None) -> Call:
+        """Place a call that joins the conference (or forms one with the calls we are
+        in) when it connects; a plain call when there is nobody else."""
+        call = self.call(target, codec)
+        call.extra["join_conference"] = True
+        return call
+
+    def _join_when_connected(self, call: Call) -> None:
+        others = [c for c in self.calls if c.talking and c is not call]
+        if not others and not self.conference_calls:
+            return  # everybody else left while it rang: just a call
+        try:
+            self.conference([*others, call] if not self.conference_calls else [call])
+        except ValueError as err:
+            self.report(f"error: {err}")
+
+    def _conference_left(self, call: Call) -> None:
+        """A participant's call ended (its session left the mixer on stop())."""
+        self.conference_calls.remove(call)
+        if len(self.conference_calls) >= 2:
+            self._report_conference()
+            return
+        # One left: a plain call again with its own clock and devices.
+        mixer, self.mixer = self.mixer, None
+        if mixer is not None:
+            mixer.dissolve()
+        self.conference_calls.clear()
+        self.report("conference off")
+
+    def _report_conference(self) -> None:
+        numbers = ",".join(str(c.number) for c in self.conference_calls)
+        self.report(f"conference on {numbers}")
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> Deferred[Any]:

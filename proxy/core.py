@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from proxy.forking import (
     DEFAULT_TIMER_C,
@@ -34,6 +35,7 @@ from proxy.routing import (
     parse_received,
     preprocess_routes,
     q_groups,
+    uri_address,
 )
 from proxy.validation import (
     Rejection,
@@ -45,17 +47,22 @@ from proxy.validation import (
     loop_hash,
     make_branch,
 )
+from registrar.bruteforce import AuthGuard, guard_from_config
 from registrar.location import normalise_aor, open_location
 from sipcore.digest import AuthOutcome, Credentials, DigestAuthenticator
 from sipcore.errors import ParseError
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
 from sipcore.transaction import ServerInviteTransaction, ServerTransaction, State, Timers
+from sipcore.twisted.protection import Trusted
 from sipcore.twisted.role import BaseRole
 from sipcore.twisted.transport import Address
 from sipcore.uri import SipURI, parse_name_addr
 
 log = Logger(namespace="proxy.core")
+
+#: `_targets_now` answer meaning "only a Deferred can tell" (None is a valid result).
+_ASYNC = object()
 
 #: RFC 3263 §4.3 fail-over: an upstream that does not answer at all within this many
 #: seconds is given up for the next one (Timer B, 32 s, would be the RFC's worst case).
@@ -142,6 +149,12 @@ class ProxyRole(BaseRole):
             self.authenticators = {
                 d: DigestAuthenticator(d, self.users, clock) for d in self.domains
             }
+        # --trusted peers skip digest auth and may relay (see _authorise); with users,
+        # one AuthGuard (registrar.bruteforce) serves this proxy and its registrar.
+        self.trusted = Trusted(tuple(config.get("trusted") or ()))
+        self.auth_guard: AuthGuard | None = None
+        if self.users is not None:
+            self.auth_guard = guard_from_config(config, clock)
         self.location: Any = None
         self.registrar: Any = None
         self.contexts: dict[ServerTransaction, ResponseContext] = {}
@@ -159,6 +172,7 @@ class ProxyRole(BaseRole):
         self.registrar = Registrar(
             self.domains, self.location, self.clock, self.users,
             auth_algorithms=[a.strip() for a in algorithms.split(",") if a.strip()],
+            auth_guard=self.auth_guard,
         )
 
     def stop(self) -> Any:
@@ -222,15 +236,23 @@ class ProxyRole(BaseRole):
             else:
                 self._reply(tx, request, 404)
             return
-        refusal = self._authorise(request, decision, popped)  # §16.3 step 6, §22.3
+        refusal = self._authorise(request, decision, popped, source)  # §16.3 step 6, §22.3
         if refusal is not None:
-            tx.send_response(refusal)
+            self._send_refusal(tx, *refusal)
             return
         if isinstance(tx, ServerInviteTransaction):
             # §16.2: a stateful proxy sends 100 at once for INVITE, so the client stops
             # retransmitting while we look up and fork.
             tx.send_response(make_response(request, 100))
         env = _Forwarder(self, tx, request, loop_part, source)
+        targets = self._targets_now(request, decision)
+        if targets is not _ASYNC:
+            # Known at once (a Route, or the memory: store): no Deferred chain.
+            try:
+                self._start_context(targets, env)
+            except Exception:
+                self._targets_failed(Failure(), env)
+            return
         d = self._targets(request, decision)
         d.addCallback(self._start_context, env)
         d.addErrback(self._targets_failed, env)
@@ -248,16 +270,23 @@ class ProxyRole(BaseRole):
         self.registrar.handle(request, tx, source)
 
     # -- authorisation (§22.3; the no-open-relay policy) ------------------------------------
-    def _authorise(self, request: Request, decision: Decision, popped: bool) -> Response | None:
-        """None to go on, else the response refusing the request.
+    def _authorise(
+        self, request: Request, decision: Decision, popped: bool, source: Address
+    ) -> tuple[Response, float] | None:
+        """None to go on, else the response refusing the request and how many seconds
+        to hold it back (registrar.bruteforce's per-account delay).
 
         Local users must prove who they are (407) to go anywhere; others may only reach
-        our users. In-dialog requests that came back to us through our own Record-Route
-        were authorised when the dialog was set up.
+        our users (403 "Relaying Denied": no open relay). In-dialog requests that came
+        back to us through our own Record-Route were authorised when the dialog was set
+        up. Sources in --trusted (a peer proxy, a PBX) are authenticated by their
+        address: they neither get 407 nor are kept from other domains.
         """
         if self.authenticators is None:
             return None
         if request.to.tag is not None and popped:
+            return None
+        if source.host in self.trusted:
             return None
         from_uri = request.from_.uri
         realm = from_uri.host.lower() if isinstance(from_uri, SipURI) else ""
@@ -265,23 +294,54 @@ class ProxyRole(BaseRole):
         if auth is None:
             if decision.kind in ("lookup", "local"):
                 return None
-            return make_response(request, 403, "Relaying Denied", to_tag=new_tag())
+            return make_response(request, 403, "Relaying Denied", to_tag=new_tag()), 0.0
+        guard = self.auth_guard
+        if guard is not None and guard.locked(source.host):
+            # registrar.bruteforce: locked out after repeated failures (RFC 3261 §21.4.4).
+            refused = make_response(request, 403, "Too Many Failed Authentications",
+                                    to_tag=new_tag())
+            return refused, 0.0
         stale = False
+        failed_account: str | None = None
+        failed = False
         for value in request.headers.get_all("Proxy-Authorization"):
             credentials = Credentials.parse(value)  # ParseError -> 400
             if credentials.realm != realm:
                 continue
             result = auth.verify(request.method, credentials)
+            account = f"{credentials.username}@{realm}"
+            if account not in self.users:
+                account = None  # count real accounts only (bounded, unchurnable)
             if result.ok:
+                if guard is not None:
+                    guard.succeeded(account)
                 if result.username != getattr(from_uri, "user", None):
-                    return make_response(request, 403, "Forbidden", to_tag=new_tag())
+                    return make_response(request, 403, "Forbidden", to_tag=new_tag()), 0.0
                 self._strip_credentials(request, realm)
                 return None
+            if result.outcome is AuthOutcome.FAILED:
+                failed, failed_account = True, account
             stale = result.outcome in (AuthOutcome.STALE, AuthOutcome.REPLAY)
+        # One failure per request, however many credentials it carried.
+        delay = 0.0
+        if guard is not None and failed:
+            delay = guard.failed(source.host, failed_account)
         challenge = make_response(request, 407, to_tag=new_tag())
         for value in auth.challenge_header_values(stale):
             challenge.headers.add("Proxy-Authenticate", value)
-        return challenge
+        return challenge, delay
+
+    def _send_refusal(self, tx: ServerTransaction, response: Response, delay: float) -> None:
+        if delay <= 0:
+            tx.send_response(response)
+            return
+
+        def send() -> None:
+            # The client may have given up (CANCEL -> 487, transport error) meanwhile.
+            if tx.final_response is None and tx.state is not State.TERMINATED:
+                tx.send_response(response)
+
+        self.clock.callLater(delay, send)
 
     @staticmethod
     def _strip_credentials(request: Request, realm: str) -> None:
@@ -301,17 +361,38 @@ class ProxyRole(BaseRole):
             return self._lookup(request, decision.aors)
         return self._foreign(uri)
 
+    def _targets_now(self, request: Request, decision: Decision) -> Any:
+        """`_targets`' result when it needs no waiting, else `_ASYNC`."""
+        if decision.kind == "route":
+            return [[Target(request.uri)]]
+        if decision.kind == "lookup":
+            get_now = getattr(self.location, "get_now", None)
+            if get_now is not None:
+                targets: list[Target] = []
+                for aor in decision.aors:
+                    self._add_targets(targets, get_now(aor))
+                    if targets:
+                        break
+                return self._lookup_result(targets, decision.aors)
+        return _ASYNC
+
+    def _add_targets(self, targets: list[Target], bindings: Any) -> None:
+        for binding in bindings:
+            target = self._binding_target(binding)
+            if target is not None:
+                targets.append(target)
+
     @defer.inlineCallbacks
     def _lookup(self, request: Request, aors: tuple[str, ...]) -> Any:
         targets: list[Target] = []
         for aor in aors:
             bindings = yield self.location.get(aor)
-            for binding in bindings:
-                target = self._binding_target(binding)
-                if target is not None:
-                    targets.append(target)
+            self._add_targets(targets, bindings)
             if targets:
                 break
+        return self._lookup_result(targets, aors)
+
+    def _lookup_result(self, targets: list[Target], aors: tuple[str, ...]) -> Any:
         if targets:
             return q_groups(targets)
         known = any(self._known(aor) for aor in aors)
@@ -413,14 +494,17 @@ class ProxyRole(BaseRole):
         first_route = target.routes[0] if target.routes else None
         if first_route is None and request.routes:
             first_route = request.headers.get_all("Route")[0]
-        if target.dest is not None:
-            d: defer.Deferred[list[Address]] = defer.succeed([target.dest])
-        else:
+        d: defer.Deferred[list[Address]] | None = None
+        dest = target.dest
+        if dest is None:
             hop = parse_name_addr(first_route).uri if first_route else target.uri
             if not isinstance(hop, SipURI):
                 branch.context.branch_failed(branch, 416)
                 return
-            d = self.resolver.resolve(hop)
+            # An IP-literal hop is what the resolver would answer at once anyway.
+            dest = uri_address(hop)
+            if dest is None:
+                d = self.resolver.resolve(hop)
 
         def send(addresses: list[Address]) -> None:
             if not addresses:
@@ -444,6 +528,13 @@ class ProxyRole(BaseRole):
             log.failure("sending a branch failed", failure)
             branch.context.branch_failed(branch, 500)
 
+        if d is None:
+            # The next hop is known (a binding's received address, a static route).
+            try:
+                send([dest])  # type: ignore[list-item]
+            except Exception:
+                failed(Failure())
+            return
         d.addCallback(send)
         d.addErrback(failed)
 
@@ -465,11 +556,11 @@ class ProxyRole(BaseRole):
     def ack_received(self, ack: Request, source: Address) -> None:
         """An ACK for a 2xx: forward it statelessly along the route set (§16.11)."""
         try:
-            self._forward_ack(ack)
+            self._forward_ack(ack, source)
         except ParseError as err:
             log.info("dropping bad ACK from {source}: {err}", source=str(source), err=err)
 
-    def _forward_ack(self, ack: Request) -> None:
+    def _forward_ack(self, ack: Request, source: Address | None = None) -> None:
         me = self.me
         check_syntax(ack)
         if ack.max_forwards == 0 or check_loop(ack, me.is_own_via) is not None:
@@ -478,10 +569,17 @@ class ProxyRole(BaseRole):
         part = loop_hash(ack, top)
         # §16.11: a stateless forward must give a retransmission the same branch.
         unique = hashlib.sha256(f"{top.branch}|{top.host}|{top.port}".encode()).hexdigest()[:8]
-        preprocess_routes(ack, me)
+        popped = preprocess_routes(ack, me)
         decision = classify(ack, me)
         if decision.kind in ("local", "lookup"):
             log.debug("ACK for {uri} has nowhere to go", uri=str(ack.uri))
+            return
+        if (self.authenticators is not None and not popped
+                and (source is None or source.host not in self.trusted)):
+            # No open relay for ACKs either: an ACK cannot be challenged (RFC 3261
+            # §22.1), so with --users we only pass on those that follow our own
+            # Record-Route, i.e. belong to a dialog we authorised.
+            log.debug("not relaying ACK for {uri}: not via our route", uri=str(ack.uri))
             return
         first_route = ack.headers.get_all("Route")[0] if ack.routes else None
         hop = parse_name_addr(first_route).uri if first_route else ack.uri

@@ -9,6 +9,7 @@ target set, and `q_groups` orders bindings for parallel-then-sequential forking.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -37,12 +38,27 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: What ipaddress.IPv4Address accepts (no leading zeros): the common case, checked
+#: without building an address object or raising.
+_DOTTED_QUAD_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_LITERAL_CACHE: dict[str, bool] = {}
+
+
 def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    if _DOTTED_QUAD_RE.fullmatch(host):
+        return True
+    hit = _LITERAL_CACHE.get(host)
+    if hit is None:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            hit = True
+        except ValueError:
+            hit = False
+        if len(_LITERAL_CACHE) >= 4096:
+            _LITERAL_CACHE.clear()  # bounded: hosts come from the network
+        _LITERAL_CACHE[host] = hit
+    return hit
 
 
 def _default_port(uri: SipURI) -> int:

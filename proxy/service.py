@@ -9,6 +9,7 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
+from proxy.web.tracing import fan_out
 from sipcore.trace.hook import tracer_from_config
 from sipcore.twisted.protection import Protection
 from sipcore.twisted.stack import SipStack
@@ -26,6 +27,7 @@ class SipService(service.Service):
         self.role: Any = None
         self.stack: SipStack | None = None
         self.tracer: Any = None
+        self.web: Any = None  # proxy.web.service.WebStatus with --web
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -33,6 +35,10 @@ class SipService(service.Service):
         context = config.get("tls-context")
         self.role = self.build_role(self.reactor)
         self.tracer = tracer_from_config(config, self.role, self.reactor)
+        if config.get("web") is not None:
+            from proxy.web.service import WebStatus  # twisted.web only when asked for
+
+            self.web = WebStatus(config, self.role, self.reactor)
         self.stack = SipStack(
             self.reactor,
             self.role,
@@ -41,7 +47,7 @@ class SipService(service.Service):
             tls_port=config.get("tls-port"),
             tls_context=context,
             log_messages=not config.get("quiet"),
-            tracer=self.tracer,
+            tracer=fan_out(self.tracer, self.web and self.web.observer),
             protection=Protection(self.reactor, config.get("protection")),
         )
         self.role.stack = self.stack
@@ -49,6 +55,8 @@ class SipService(service.Service):
         if start is not None:
             start()
         self.stack.start()
+        if self.web is not None:
+            self.web.start(self.stack, self.role)
         log.info(
             "listening on {interface}:{port} (UDP, TCP{tls}) for {domains}",
             interface=config["interface"], port=self.stack.endpoint.port,
@@ -61,6 +69,9 @@ class SipService(service.Service):
         if self.stack is None:
             return None
         d = self.stack.stop()
+        if self.web is not None:
+            web = self.web
+            d.addBoth(lambda result: web.stop().addBoth(lambda _: result))
         stop = getattr(self.role, "stop", None)
         if stop is not None:
             d.addBoth(lambda _: stop())

@@ -46,6 +46,9 @@ class Options(ProxyOptions):
 
 def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's name
     from proxy.core import ProxyRole
+    from sipcore.twisted.gctune import tune
+
+    tune()  # a long-running server: see sipcore.twisted.gctune for why
 
     def build(clock: Any) -> Any:
         return ProxyRole(config, clock)

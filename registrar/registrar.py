@@ -30,10 +30,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from registrar.bruteforce import AuthGuard
 from registrar.location import (
     WILDCARD,
     Binding,
@@ -83,6 +84,8 @@ class RegisterError(Exception):
         self.status = status
         self.reason = reason
         self.headers = list(headers)
+        #: Seconds to hold the response back (registrar.bruteforce per-account delay).
+        self.delay = 0.0
 
 
 def aor_of(uri: Any) -> str:
@@ -149,6 +152,7 @@ class Registrar:
         max_contacts: int = 20,
         auth_algorithms: Iterable[str] = ("SHA-256", "MD5"),
         nonce_ttl: float = 300,
+        auth_guard: AuthGuard | None = None,
     ) -> None:
         if not 0 < min_expires <= default_expires <= max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
@@ -163,6 +167,8 @@ class Registrar:
         # RFC 8760 §2.4: challenges in order of preference, SHA-256 first by default.
         self.auth_algorithms = tuple(auth_algorithms)
         self.nonce_ttl = nonce_ttl
+        # Brute-force brakes (per-IP lockout, per-account delay); None: none.
+        self.auth_guard = auth_guard
         # One authenticator per realm (= domain, as the users file defines it), all
         # under one secret; created on first use so unused domains cost nothing.
         self._secret = secrets.token_bytes(32)
@@ -181,11 +187,22 @@ class Registrar:
             sent.append(True)
             tx.send_response(response)
 
-        def answer_error(failure: Failure) -> None:
+        def answer_error(failure: Failure) -> defer.Deferred | None:
+            delay = getattr(failure.value, "delay", 0.0)
+            if delay > 0:
+                # registrar.bruteforce: a repeated 401 for one account is held back.
+                response = self._error_response(request, failure, to_tag)
+                return task.deferLater(self.clock, delay, send, response)
             send(self._error_response(request, failure, to_tag))
+            return None
 
         try:
             plan = self._check(request, source)
+            now = self._apply_now(plan)
+            if now is not None:
+                # A store that answers synchronously (memory:): no Deferred chain.
+                send(self._ok(request, now, to_tag))
+                return defer.succeed(None)
             d = self._apply(plan)
             d.addCallback(lambda bindings: send(self._ok(request, bindings, to_tag)))
         except Exception:
@@ -201,7 +218,7 @@ class Registrar:
         realm = self._check_request_uri(request)
         self._check_require(request)
         if self.users is not None:
-            self._authenticate(request, realm)
+            self._authenticate(request, realm, source)
         aor = self._check_to(request)
         return self._plan(request, aor, source)
 
@@ -248,7 +265,12 @@ class Registrar:
             )
         return auth
 
-    def _authenticate(self, request: Request, realm: str) -> None:
+    def _authenticate(self, request: Request, realm: str, source: Address) -> None:
+        guard = self.auth_guard
+        if guard is not None and guard.locked(source.host):
+            # registrar.bruteforce: a source locked out after repeated failures gets
+            # 403 (RFC 3261 §21.4.4: understood, refused, do not retry) unread.
+            raise RegisterError(403, "Too Many Failed Authentications")
         auth = self._authenticator(realm)
         credentials = self._credentials_for(request, realm)
         if credentials is None:
@@ -260,10 +282,22 @@ class Registrar:
         if result.outcome in (AuthOutcome.STALE, AuthOutcome.REPLAY):
             # sipcore.digest: the password was right, so let the UA retry silently.
             raise self._challenge(auth, stale=True)
+        account = self._account(credentials.username, realm)
         if not result.ok:
             log.info("REGISTER auth failed: {reason}", reason=result.reason)
-            raise self._challenge(auth, stale=False)
+            challenge = self._challenge(auth, stale=False)
+            if guard is not None:
+                challenge.delay = guard.failed(source.host, account)
+            raise challenge
+        if guard is not None:
+            guard.succeeded(account)
         self._check_identity(request, result, realm)
+
+    def _account(self, username: str, realm: str) -> str | None:
+        """`user@realm` when that user exists: only real accounts are counted, so
+        guesses at random names cannot churn the brute-force tables."""
+        key = f"{username}@{realm}"
+        return key if self.users is not None and key in self.users else None
 
     def _credentials_for(self, request: Request, realm: str) -> Credentials | None:
         """The Authorization value for our realm (§22.4: one per realm may be present)."""
@@ -336,6 +370,16 @@ class Registrar:
         return min(expires, self.max_expires)
 
     # -- step 6: the store ---------------------------------------------------------
+
+    def _apply_now(self, plan: _Plan) -> list[Binding] | None:
+        """The store's answer at once if it offers synchronous forms, else None."""
+        name = "get_now" if plan.query_only else "update_now"
+        method = getattr(self.location, name, None)
+        if method is None:
+            return None
+        if plan.query_only:
+            return list(method(plan.aor))
+        return list(method(plan.aor, plan.changes))
 
     def _apply(self, plan: _Plan) -> defer.Deferred:
         if plan.query_only:
@@ -413,6 +457,10 @@ def build_registrar(config: Any, clock: Any) -> Registrar:
         kwargs["auth_algorithms"] = [
             a.strip() for a in str(config["auth-algorithms"]).split(",") if a.strip()
         ]
+    if users is not None:
+        from registrar.bruteforce import guard_from_config
+
+        kwargs["auth_guard"] = guard_from_config(config, clock)
     return Registrar(
         config.get("domains") or ["a.lab"],
         open_location(config.get("location") or "memory:", clock),

@@ -53,6 +53,10 @@ class RegistrarRole(BaseRole):
 
 
 def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's name
+    from sipcore.twisted.gctune import tune
+
+    tune()  # a long-running server: see sipcore.twisted.gctune for why
+
     def build(clock: Any) -> RegistrarRole:
         return RegistrarRole(build_registrar(config, clock))
 

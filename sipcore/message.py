@@ -145,6 +145,12 @@ _LIST_LIMITS = {
     "via": MAX_VIAS, "route": MAX_ROUTES, "record-route": MAX_ROUTES, "contact": MAX_CONTACTS,
 }
 
+# Header key -> the entries of `Headers._cache` computed from it (see Message).
+_CACHE_DEPS: dict[str, tuple[str, ...]] = {
+    "via": ("vias", "top_via"),
+    "contact": ("contacts",),
+}
+
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _REQ_LINE_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
 _VERSION_RE = re.compile(r"SIP/([0-9]{1,5})\.([0-9]{1,5})", re.I)
@@ -266,15 +272,24 @@ class Headers:
         return Headers(self)
 
     # -- writing ---------------------------------------------------------------
-    def _changed(self) -> None:
-        if self._cache:
+    def _changed(self, key: str | None = None) -> None:
+        # Only the structured views built from `key` go stale: a proxy that stamps
+        # the top Via (or pops a Route) keeps its parsed From/To/CSeq/Contact.
+        cache = self._cache
+        if not cache:
+            return
+        if key is None:
             self._cache = {}
+            return
+        for dep in _CACHE_DEPS.get(key, (key,)):
+            cache.pop(dep, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         name, value = _checked(name, value)
-        self._fields.append((header_key(name), name, value, None))
-        self._changed()
+        key = header_key(name)
+        self._fields.append((key, name, value, None))
+        self._changed(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
@@ -283,7 +298,7 @@ class Headers:
         fields = self._fields
         pos = next((i for i, f in enumerate(fields) if f[0] == key), 0)
         fields.insert(pos, (key, name, value, None))
-        self._changed()
+        self._changed(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name with one field, kept in the first's place."""
@@ -302,13 +317,13 @@ class Headers:
         if not placed:
             fields.append(new)
         self._fields = fields
-        self._changed()
+        self._changed(key)
 
     def remove(self, name: str) -> None:
         """Remove every field of that name (no error if there is none)."""
         key = header_key(name)
         self._fields = [f for f in self._fields if f[0] != key]
-        self._changed()
+        self._changed(key)
 
     def __delitem__(self, name: str) -> None:
         self.remove(name)
@@ -319,7 +334,7 @@ class Headers:
         fields = self._fields
         for i, f in enumerate(fields):
             if f[0] == key:
-                self._changed()
+                self._changed(key)
                 if key in LIST_HEADERS and "," in f[2]:
                     items = split_header_list(f[2])
                     if len(items) > 1:
@@ -341,7 +356,7 @@ class Headers:
                     items[0] = value
                     value = ", ".join(items)
                 fields[i] = (key, f[1], value, None)
-                self._changed()
+                self._changed(key)
                 return
         self.add(name, value)
 
@@ -375,7 +390,14 @@ class Message:
         cache = self.headers._cache
         vias = cache.get("vias")
         if vias is None:
-            vias = [Via.parse(v) for v in self.headers._values_strict("via")]
+            values = self.headers._values_strict("via")
+            top = cache.get("top_via")
+            if top is not None and values:
+                # The top value was parsed already (every message needs it first).
+                vias = [top]
+                vias.extend(Via.parse(v) for v in values[1:])
+            else:
+                vias = [Via.parse(v) for v in values]
             cache["vias"] = vias
         return vias
 
@@ -472,6 +494,9 @@ class Message:
     def set_top_via(self, via: Via) -> None:
         """Write a (modified) top Via back, e.g. after adding received/rport."""
         self.headers.replace_first("Via", str(via))
+        # What was just written is what a re-parse would give: keep it, as a copy so
+        # that the caller's object stays theirs (accessors return snapshots).
+        self.headers._cache["top_via"] = via.copy()
 
     # -- validation --------------------------------------------------------------
     def _validate_common(self) -> None:
@@ -875,4 +900,9 @@ def make_response(
             if f[0] == "to" and to_tag is not None and request.to.tag is None:
                 f = (f[0], f[1], f"{f[2]};tag={to_tag}", None)
             fields.append(f)
+    # The Via fields were copied verbatim, so the request's parsed top Via is the
+    # response's too: routing the response (§18.2.2) need not parse it again.
+    top = request.headers._cache.get("top_via")
+    if top is not None:
+        resp.headers._cache["top_via"] = top.copy()
     return resp

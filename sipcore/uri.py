@@ -45,6 +45,8 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _GEN_VALUE = r'"(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~:\[\]]+'
 #: One ``;name[=value]`` header parameter, with the LWS RFC 3261 allows around it.
 GEN_PARAM_RE = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*", re.S)
+#: Parameters without whitespace or quoted strings: the fast path of parse_params.
+_SIMPLE_PARAMS_RE = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
 _NA_QUOTED_RE = re.compile(r'[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*<([^<>]*)>', re.S)
 _NA_TOKEN_RE = re.compile(rf"[ \t]*((?:{_TOKEN}(?:[ \t]+{_TOKEN})*)?)[ \t]*<([^<>]*)>")
 _ADDR_SPEC_RE = re.compile(r'[ \t]*([^;<>" \t]+)[ \t]*')
@@ -277,7 +279,32 @@ def parse_uri(text: str) -> URI:
     return AbsoluteURI(scheme, rest)
 
 
+# text -> the parsed components of a valid sip/sips URI. The same From/To/Contact/
+# Request-URI texts recur on every message of a dialog and every refresh of a
+# registration; a hit skips the regex but still builds a fresh (mutable) SipURI.
+# Bounded: cleared when full, since the texts come from the network.
+_SIP_CACHE: dict[str, tuple[Any, ...]] = {}
+_SIP_CACHE_MAX = 16384
+
+
 def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
+    hit = _SIP_CACHE.get(text)
+    if hit is not None:
+        user, password, host, port, params, headers, snap = hit
+        uri = SipURI(scheme, user, password, host, port, dict(params), dict(headers))
+        uri._orig = (snap, text)
+        return uri
+    uri = _parse_sip_text(scheme, rest, text)
+    if len(_SIP_CACHE) >= _SIP_CACHE_MAX:
+        _SIP_CACHE.clear()
+    snap = uri._orig[0]  # type: ignore[index]
+    _SIP_CACHE[text] = (
+        uri.user, uri.password, uri.host, uri.port, snap[5], snap[6], snap,
+    )
+    return uri
+
+
+def _parse_sip_text(scheme: str, rest: str, text: str) -> SipURI:
     m = _SIP_URI_RE.fullmatch(rest)
     if m is None:
         raise ParseError("Bad SIP URI")
@@ -349,6 +376,14 @@ def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
     Values are kept as received (quoted strings keep their quotes).
     """
     params: dict[str, str | None] = {}
+    if _SIMPLE_PARAMS_RE.fullmatch(text, pos):
+        # The common case (no LWS, no quotes): one regex check, then plain splits,
+        # which give exactly what the general loop below would.
+        if pos < len(text):
+            for item in text[pos + 1 :].split(";"):
+                name, eq, value = item.partition("=")
+                params[name.lower()] = value if eq else None
+        return params
     end = len(text)
     match = GEN_PARAM_RE.match
     while pos < end:

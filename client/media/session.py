@@ -18,7 +18,9 @@ One clock drives everything: a LoopingCall every 20 ms on the injected clock (th
 in production, task.Clock in tests). Each tick reads one frame from the source, sends it,
 takes one frame from the jitter buffer and writes it to the sink. Devices never pace
 (see devices.py), so capture, network and playout all run at this one rate and cannot
-drift apart inside the process.
+drift apart inside the process. In a conference the mixer (client.media.mixer) stops
+that LoopingCall and drives tick_receive()/tick_send() of every leg from its own single
+clock instead (attach/detach).
 
 Robustness: nothing a peer sends can raise out of datagramReceived or stop the tick:
 malformed datagrams, unknown payload types and foreign SSRCs are counted and dropped;
@@ -27,6 +29,7 @@ a failing tick is logged once and counted.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +61,7 @@ from .devices import (
 )
 from .dtmf import DtmfReceiver, TelephoneEvent, digit_to_event, dtmf_packets
 from .jitterbuffer import Frame, JitterBuffer, Lost
+from .mixer import DevicePool, Mixer
 from .resample import Resampler
 from .rtcp import (
     Bye,
@@ -76,7 +80,7 @@ from .rtp import RtpPacket, looks_like_rtcp
 from .seqnum import seq_add, ts_add
 from .stats import ReceiverStats
 
-__all__ = ["MediaError", "RtpSession", "check_media_options", "create_session"]
+__all__ = ["MediaError", "RtpSession", "check_media_options", "conference", "create_session"]
 
 log = Logger()
 
@@ -185,6 +189,8 @@ class RtpSession:
         self._running = False
         self._stopped = False
         self._loop: task.LoopingCall | None = None
+        # A conference mixer that drives this session's ticks instead of _loop.
+        self._driver: Any = None
         self._rtcp_call: Any = None
         self._shutdown_trigger: Any = None
 
@@ -337,11 +343,8 @@ class RtpSession:
         if self._running:
             return
         self._running = True
-        self._loop = task.LoopingCall.withCount(self._on_ticks)
-        self._loop.clock = self._clock
-        self._loop.start(FRAME_S, now=False).addErrback(
-            lambda f: log.failure("media clock stopped", f)
-        )
+        if self._driver is None:
+            self._start_loop()
         # §6.2: the first report goes out after half an interval so a short call still
         # gets one, randomised like every other.
         self._schedule_rtcp(initial=True)
@@ -417,8 +420,7 @@ class RtpSession:
         if self._stopped:
             return
         self._stopped = True
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        self._stop_loop()
         if self._rtcp_call is not None and self._rtcp_call.active():
             self._rtcp_call.cancel()
         if self._running and self._rtcp_listener is not None:
@@ -440,6 +442,89 @@ class RtpSession:
                     dev.close()
                 except Exception:
                     log.failure("closing audio device failed")
+
+    # ------------------------------------------------------------------ conference seam
+
+    @property
+    def clock(self) -> Any:
+        return self._clock
+
+    def _start_loop(self) -> None:
+        self._loop = task.LoopingCall.withCount(self._on_ticks)
+        self._loop.clock = self._clock
+        self._loop.start(FRAME_S, now=False).addErrback(
+            lambda f: log.failure("media clock stopped", f)
+        )
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def attach(
+        self, driver: Any, source: AudioSource, sink: AudioSink
+    ) -> tuple[AudioSource, AudioSink]:
+        """Hand this session to a conference mixer (client.media.mixer): our own frame
+        clock stops, `driver` calls tick_receive()/tick_send() instead, and `source`/
+        `sink` replace our devices. Returns our devices, which the caller now holds."""
+        if self._stopped:
+            raise MediaError("session already stopped")
+        self._stop_loop()
+        self._driver = driver
+        old = (self.source, self.sink)
+        self._set_devices(source, sink)
+        return old
+
+    def detach(self, source: AudioSource, sink: AudioSink) -> None:
+        """Leave the mixer: take `source`/`sink` (our devices) back and our own clock."""
+        self._driver = None
+        self._set_devices(source, sink)
+        if self._running and not self._stopped:
+            self._start_loop()
+
+    def _set_devices(self, source: AudioSource, sink: AudioSink) -> None:
+        self.source, self.sink = source, sink
+        self._out_fifo = _FrameFifo(sink.frame_samples)
+        if self._info is not None:
+            # Same conversions as _set_codec, for the new device rates.
+            self._in_rs = Resampler(source.rate, self._info.clock_rate)
+            self._out_rs = Resampler(self._info.clock_rate, sink.rate)
+            self._send_fifo = _FrameFifo(self._info.frame_samples)
+
+    def tick_receive(self) -> None:
+        """First half of a mixer-driven tick: play out one frame into the sink."""
+        if self._info is None or self._stopped:
+            return
+        try:
+            self.counters["ticks"] += 1
+            now = self._clock.seconds()
+            self._tick_time, self._tick_ts = now, self._ts
+            self._receive_tick(now)
+        except Exception:
+            self._tick_failed()
+
+    def tick_send(self) -> None:
+        """Second half: read one frame from the source (the mix) and send it."""
+        if self._info is None or self._stopped:
+            return
+        try:
+            self._send_tick()
+        except Exception:
+            self._tick_failed()
+
+    def skip_frames(self, count: int) -> None:
+        """Frames the driving clock could not run (a stalled reactor): keep the RTP
+        timeline in step with real time, as _on_ticks does for our own clock."""
+        if self._info is None or count <= 0:
+            return
+        self._ts = ts_add(self._ts, count * self._info.frame_samples)
+        self.counters["skipped_ticks"] += count
+        self._marker_next = True
+
+    def _tick_failed(self) -> None:
+        self.counters["tick_errors"] += 1
+        if self.counters["tick_errors"] == 1:
+            log.failure("media tick failed (further failures are only counted)")
 
     # ------------------------------------------------------------------ state
 
@@ -537,19 +622,15 @@ class RtpSession:
 
     def _on_ticks(self, count: int) -> None:
         run = min(count, MAX_CATCHUP_TICKS)
-        if count > run and self._info is not None:
+        if count > run:
             # Skipped time still passes on the RTP timeline (§5.1: timestamps follow
             # the sampling clock), so the receiver sees a gap, not a time warp.
-            self._ts = ts_add(self._ts, (count - run) * self._info.frame_samples)
-            self.counters["skipped_ticks"] += count - run
-            self._marker_next = True
+            self.skip_frames(count - run)
         for _ in range(run):
             try:
                 self._tick()
             except Exception:
-                self.counters["tick_errors"] += 1
-                if self.counters["tick_errors"] == 1:
-                    log.failure("media tick failed (further failures are only counted)")
+                self._tick_failed()
 
     def _tick(self) -> None:
         if self._info is None:
@@ -936,14 +1017,31 @@ def _open_sink(options: Any) -> AudioSink:
     return sinks[0] if len(sinks) == 1 else TeeSink(*sinks)
 
 
+# The phone's microphone/speaker (or --play/--record files) are opened once per process
+# and shared by every call's session (see client.media.mixer.DevicePool): two calls must
+# not open the same WAV file for writing twice, and a conference mixes them anyway.
+_DEVICES = DevicePool()
+
+
+def _device_keys(options: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    device = getattr(options, "audio_device", None)
+    play = getattr(options, "play", None)
+    record = getattr(options, "record", None)
+    return (
+        ("source", os.path.abspath(play) if play else None, device),
+        ("sink", os.path.abspath(record) if record else None, device),
+    )
+
+
 def create_session(reactor: Any, interface: str, options: Any) -> RtpSession:
     """The MediaFactory of client.media_hook: devices from `options` (MediaOptions:
     play, record; optional audio_device, moh), bound to `interface`. Raises AudioError
     (one line) for a bad file or a named device that cannot be opened, MediaError when
-    no port can be bound."""
-    source = _open_source(options)
+    no port can be bound. Sessions of one process share the devices (DevicePool)."""
+    source_key, sink_key = _device_keys(options)
+    source: AudioSource = _DEVICES.source(source_key, lambda: _open_source(options))
     try:
-        sink = _open_sink(options)
+        sink: AudioSink = _DEVICES.sink(sink_key, lambda: _open_sink(options))
     except Exception:
         source.close()
         raise
@@ -960,3 +1058,18 @@ def create_session(reactor: Any, interface: str, options: Any) -> RtpSession:
                 dev.close()
         raise
     return session
+
+
+def conference(sessions: list[RtpSession], *, normalise: bool = False) -> Mixer:
+    """The optional `conference` capability of the media factory (client.media_hook):
+    one mixer, on the sessions' clock, driving every given (started) session."""
+    if not sessions:
+        raise MediaError("a conference needs at least one session")
+    mixer = Mixer(sessions[0].clock, normalise=normalise)
+    for session in sessions:
+        mixer.add(session)
+    return mixer
+
+
+# client.media_hook looks the capability up on the factory it loaded.
+create_session.conference = conference  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ and the write must run atomically inside Redis.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,6 +59,7 @@ class StaleCSeq(LocationError):
         self.request_cseq = request_cseq
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_aor(uri: str) -> str:
     """Canonical address-of-record per RFC 3261 §10.3 step 5.
 

@@ -47,10 +47,22 @@ class MemoryLocationService:
 
     @deferred_errors
     def get(self, aor: str) -> defer.Deferred[list[Binding]]:
+        return defer.succeed(self.get_now(aor))
+
+    @deferred_errors
+    def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
+        return defer.succeed(self.update_now(aor, changes))
+
+    # -- synchronous forms ---------------------------------------------------------
+    # The registrar and proxy call these when present (a dict answers at once, so a
+    # Deferred per REGISTER/INVITE is pure overhead); they raise what get/update would
+    # fail with. Other backends do not have them and stay asynchronous.
+
+    def get_now(self, aor: str) -> list[Binding]:
         aor = normalise_aor(aor)
         entries = self._aors.get(aor)
         if not entries:
-            return defer.succeed([])
+            return []
         now = self.clock.seconds()
         dead = [k for k, (_, b) in entries.items() if b.expires_at <= now]
         for k in dead:
@@ -58,13 +70,15 @@ class MemoryLocationService:
         self._size -= len(dead)
         if not entries:
             del self._aors[aor]
-        return defer.succeed(sort_bindings(entries.values()))
+        return sort_bindings(entries.values())
+
+    def update_now(self, aor: str, changes: Sequence[Change]) -> list[Binding]:
+        return self._apply(normalise_aor(aor), changes, check_cseq=True)
 
     @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
-        d = self._apply(binding.aor, [binding], check_cseq=False)
-        d.addCallback(lambda _: None)
-        return d
+        self._apply(binding.aor, [binding], check_cseq=False)
+        return defer.succeed(None)
 
     @deferred_errors
     def remove(self, aor: str, contact: str) -> defer.Deferred[bool]:
@@ -89,10 +103,6 @@ class MemoryLocationService:
         entries = self._aors.pop(aor, {})
         self._size -= len(entries)
         return defer.succeed(sum(1 for _, b in entries.values() if b.expires_at > now))
-
-    @deferred_errors
-    def update(self, aor: str, changes: Sequence[Change]) -> defer.Deferred[list[Binding]]:
-        return self._apply(normalise_aor(aor), changes, check_cseq=True)
 
     def purge_expired(self) -> defer.Deferred[int]:
         return defer.succeed(self._purge())
@@ -120,7 +130,7 @@ class MemoryLocationService:
 
     def _apply(
         self, aor: str, changes: Sequence[Change], check_cseq: bool
-    ) -> defer.Deferred[list[Binding]]:
+    ) -> list[Binding]:
         now = self.clock.seconds()
         current = self._aors.get(aor, {})
         result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
@@ -133,7 +143,7 @@ class MemoryLocationService:
             heapq.heappush(self._heap, (b.expires_at, next(self._tie), aor, key, b))
         if len(self._heap) > 2 * self._size + 1024:
             self._rebuild_heap()
-        return defer.succeed(sort_bindings(result.state.values()))
+        return sort_bindings(result.state.values())
 
     def _purge(self) -> int:
         now = self.clock.seconds()

@@ -81,6 +81,7 @@ class ServerOptions(usage.Options):
          "Location store: memory: | sqlite:PATH | redis://HOST:PORT/DB."],
         ["users", "u", None, "Users file; when given, requests need digest authentication."],
         ["trace", None, None, "Write every SIP message to this JSON-lines file."],
+        ["web", None, None, "Serve the status page and /metrics on this TCP port."],
         ["trace-max-bytes", None, "10000000", "Rotate the trace file at this size."],
         ["trace-keep", None, "5", "Rotated trace files kept (FILE.1 ... FILE.N)."],
         ["trace-label", None, None, "Name of this process in ladder diagrams."],
@@ -103,6 +104,11 @@ class ServerOptions(usage.Options):
         ["max-lag", None, "2",
          "Reactor lag in seconds above which new requests get 503 (0: off)."],
         ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
+        # Brute-force protection of digest auth (registrar.bruteforce).
+        ["auth-fail-limit", None, "5/60",
+         "N/SECONDS: N failed authentications from one IP within SECONDS lock it out"
+         " (0: off)."],
+        ["auth-lockout", None, "60", "Seconds an IP over --auth-fail-limit gets 403."],
     ]
     optFlags = [
         ["quiet", "q", "Do not log one line per SIP message."],
@@ -141,7 +147,8 @@ class ServerOptions(usage.Options):
     opt_pike = opt_pike_rate
 
     def opt_trusted(self, value: str) -> None:
-        """Network (CIDR) exempt from per-IP rate and connection limits (repeatable)."""
+        """Network (CIDR) exempt from per-IP rate/connection limits, auth lockout and,
+        in the proxy, digest auth (a peer proxy, a PBX; repeatable)."""
         try:
             self["trusted"].append(parse_network(value))
         except ValueError as err:
@@ -172,6 +179,21 @@ class ServerOptions(usage.Options):
             retry_after=int(number("retry-after")),
         )
 
+    def _auth_guard_options(self) -> None:
+        try:
+            self["auth-fail-limit"] = parse_rate(str(self["auth-fail-limit"]))
+        except ValueError as err:
+            raise usage.UsageError(f"--auth-fail-limit: {err}") from None
+        try:
+            lockout = float(self["auth-lockout"])
+        except ValueError:
+            lockout = -1.0
+        if not 0 < lockout <= 86400:
+            raise usage.UsageError(
+                f"--auth-lockout wants seconds in (0, 86400], got {self['auth-lockout']!r}"
+            )
+        self["auth-lockout"] = lockout
+
     def _registrar_options(self) -> None:
         from registrar.users import UsersFileError, load_users
         from sipcore.digest import UnsupportedAlgorithm, canonical_algorithm
@@ -201,7 +223,10 @@ class ServerOptions(usage.Options):
     def postOptions(self) -> None:  # noqa: N802
         self._registrar_options()
         self["port"] = check_port(self["port"])
+        if self["web"] is not None:
+            self["web"] = check_port(self["web"], "web port")
         self["protection"] = self._protection()
+        self._auth_guard_options()
         self["interface"] = check_interface(self["interface"])
         if self["tls-port"] is not None:
             self["tls-port"] = check_port(self["tls-port"], "TLS port")
@@ -233,7 +258,6 @@ class ProxyOptions(ServerOptions):
         ["redirect-server", None, None,
          "Ask this redirect server (HOST:PORT) about foreign domains."],
         ["dns", None, None, "DNS server (HOST:PORT) for RFC 3263 NAPTR/SRV/A lookups."],
-        ["web", None, None, "Serve the status page and /metrics on this TCP port."],
     ]
 
     def __init__(self) -> None:
@@ -258,5 +282,4 @@ class ProxyOptions(ServerOptions):
             self["redirect-server"] = parse_hostport(self["redirect-server"])
         if self["dns"] is not None:
             self["dns"] = parse_hostport(self["dns"], 53)
-        if self["web"] is not None:
-            self["web"] = check_port(self["web"], "web port")
+

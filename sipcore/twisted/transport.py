@@ -62,6 +62,10 @@ class Tracer(Protocol):
 
 
 def _same_host(a: str, b: str) -> bool:
+    # Fast path (every request): identical spellings are the same host. Only when they
+    # differ does it take ipaddress to tell `::1` from `0:0::1` or a name from an IP.
+    if a == b:
+        return True
     try:
         return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
     except ValueError:
@@ -231,6 +235,9 @@ class SipEndpoint:
         self.tls_context = tls_context
         self.transports = transports
         self.tracer = tracer
+        # Called with (error, source) for each malformed message, answered or dropped:
+        # such messages never reach the tracer (they are not SIP), but metrics count them.
+        self.parse_error_observers: list[Callable[[ParseError, Address], None]] = []
         self.log_messages = log_messages
         # Flood and resource limits; None (the default) means none, as in unit tests.
         self.protection = protection
@@ -327,6 +334,8 @@ class SipEndpoint:
 
     def reject(self, data: bytes, err: ParseError, source: Address, stream: _Stream | None) -> None:
         """Answer a malformed request if it can be addressed; drop anything else."""
+        for observer in self.parse_error_observers:
+            observer(err, source)
         log.warn(
             "malformed message from {source}: {status} {reason}",
             source=str(source), status=err.status, reason=err.reason,

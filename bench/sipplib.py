@@ -1,0 +1,408 @@
+"""What bench/register.py and bench/calls.py share: servers, sipp runs, ramps, probes.
+
+Measuring a Python server with sipp on the same small machine goes wrong in ways
+that look like a slow server; each of these is handled here:
+
+- sipp's own limits: `-l` (concurrent calls, default 3 x rate x timeout) and socket
+  buffers. We pass a large `-l`, `-max_socket`, and `-buff_size` (capped by the
+  kernel's net.core.rmem_max, printed once), and can split the load over several
+  sipp processes (`--sipp N`) when one sipp process is the bottleneck.
+- A step too short to reach steady state, or one sipp fell behind on (sipp at 100%
+  CPU cannot keep `-r`): a step only passes when < 1% failed AND at least 95% of the
+  intended calls completed within the step's time budget, so "sipp could not
+  generate it" is never reported as a rate the server sustained.
+- Coarse ramps: the rate doubles until a step fails, then bisects between the last
+  pass and the first failure, so the figure is the highest sustained rate within
+  ~10%, not the last power of two.
+- sipp's response times are whole milliseconds (its clock), so a separate probe
+  sends one SIP request every 20 ms during each step and times it with
+  `time.perf_counter`: sub-millisecond p50/p99 of the server under that load.
+- CPU% and RSS are the server's (and, with --workers, its children's) from /proc.
+
+Every loop here is bounded in count and time; only processes started here are
+stopped, by PID. Loopback only.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "tests" / "interop" / "scenarios"
+TWISTD = str(Path(sys.executable).parent / "twistd")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_FAILURE_RATIO = 0.01
+MIN_COMPLETED_RATIO = 0.95
+SIPP_BUFFER = 4 * 1024 * 1024
+
+
+def quick_mode(argv: list[str] | None = None) -> bool:
+    """--quick or SIPCALLING_BENCH_QUICK=1: a few seconds per scenario (smoke test)."""
+    argv = sys.argv if argv is None else argv
+    return "--quick" in argv or os.environ.get("SIPCALLING_BENCH_QUICK") == "1"
+
+
+def result_line(**fields: object) -> None:
+    """One machine-readable line for bench/run_all.py's summary table."""
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (the servers listen on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def options_request(host: str, port: int, local_port: int, n: int) -> bytes:
+    return (
+        f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};rport;branch=z9hG4bKprobe{n}x{os.getpid()}\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:probe@127.0.0.1>\r\n"
+        f"Call-ID: probe{n}x{os.getpid()}@bench\r\nCSeq: {n + 1} OPTIONS\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def answers(host: str, port: int, timeout: float = 0.3) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(options_request(host, port, s.getsockname()[1], time.monotonic_ns()),
+                 (host, port))
+        try:
+            return bool(s.recv(65535))
+        except OSError:
+            return False
+
+
+# -- the server under test ----------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            out.extend(int(c) for c in text.split())
+    except OSError:
+        pass
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (the workers of `--workers N`), bounded depth 3."""
+    pids = [pid]
+    level = [pid]
+    for _ in range(3):
+        level = [c for p in level for c in _children(p)]
+        pids.extend(level)
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class Server:
+    """A `twistd -n PLUGIN` we started on a free loopback port; stopped by its PID."""
+
+    def __init__(self, plugin: str, args: list[str], workdir: Path) -> None:
+        self.port = free_port()
+        self.log_path = workdir / f"{plugin}-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            # --pike-rate 0: one loopback load generator must not be banned as a flood.
+            [TWISTD, "-n", "--pidfile=", plugin, "--port", str(self.port), "--quiet",
+             "--pike-rate", "0", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if answers("127.0.0.1", self.port):
+                return
+        self.stop()
+        raise RuntimeError(f"{plugin} did not start:\n{self.log_path.read_text()[-2000:]}")
+
+    @property
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+
+
+# -- sub-millisecond latency probe ----------------------------------------------------
+
+
+class Probe(threading.Thread):
+    """Times one OPTIONS every `interval` s against the server while a step runs.
+
+    OPTIONS is answered by the proxy core itself (parse, transaction, response), so it
+    shows the queueing delay any request sees under the step's load.
+    """
+
+    def __init__(self, host: str, port: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port, self.interval = host, port, interval
+        self.samples: list[float] = []
+        self.lost = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(1.0)
+            local = s.getsockname()[1]
+            n = 0
+            while not self._halt.is_set() and n < 100_000:
+                n += 1
+                data = options_request(self.host, self.port, local, n)
+                sent = time.perf_counter()
+                s.sendto(data, (self.host, self.port))
+                try:
+                    while True:  # skip a late answer to an earlier probe
+                        reply = s.recv(65535)
+                        if f"CSeq: {n + 1} ".encode() in reply:
+                            break
+                    self.samples.append((time.perf_counter() - sent) * 1000)
+                except OSError:
+                    self.lost += 1
+                self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(3)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+# -- sipp -------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: int
+    calls: int
+    ok: int
+    failed: int
+    seconds: float
+    cpu_percent: float | None
+    sipp_rtt: list[float] = field(default_factory=list)
+    probe: list[float] = field(default_factory=list)
+
+    @property
+    def completed_rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.calls > 0
+            and self.failed <= MAX_FAILURE_RATIO * self.calls
+            and self.ok >= MIN_COMPLETED_RATIO * self.calls
+        )
+
+    def row(self) -> str:
+        return (f"{self.rate:>7} {self.calls:>7} {self.ok:>7} {self.failed:>6} "
+                f"{self.completed_rate:>8.0f} {fmt(percentile(self.sipp_rtt, 0.5)):>7} "
+                f"{fmt(percentile(self.sipp_rtt, 0.99)):>7} "
+                f"{fmt(percentile(self.probe, 0.5), 2):>8} "
+                f"{fmt(percentile(self.probe, 0.99), 2):>8} {fmt(self.cpu_percent, 0):>5}"
+                f"  {'pass' if self.passed else 'FAIL'}")
+
+
+HEADER = (f"{'rate/s':>7} {'calls':>7} {'ok':>7} {'failed':>6} {'done/s':>8} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'probe50':>8} {'probe99':>8} {'cpu%':>5}")
+LEGEND = ("p50/p99: sipp response times (whole ms, retransmissions included); "
+          "probe50/99: one OPTIONS per 20 ms during the step, perf_counter-timed (ms)")
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def sipp_binary() -> str | None:
+    return shutil.which("sipp")
+
+
+def sipp_command(target: str, scenario: str, rate: int, calls: int, seconds: float,
+                 extra: list[str]) -> list[str]:
+    return [
+        sipp_binary() or "sipp", target, "-i", "127.0.0.1", "-p", str(free_port()),
+        "-t", "u1", "-sf", str(SCENARIOS / scenario),
+        "-r", str(rate), "-m", str(calls),
+        # sipp's own limits, raised so that they are never what is measured.
+        "-l", str(max(1000, rate * 10)), "-max_socket", "4096",
+        "-buff_size", str(SIPP_BUFFER),
+        "-timeout", f"{int(seconds) + 8}s", "-timeout_error", "-nostdin",
+        "-trace_rtt", "-rtt_freq", "1", "-fd", "1",
+        *extra,
+    ]
+
+
+def counter(screen: str, name: str) -> int:
+    """The cumulative column of sipp's final statistics screen."""
+    found = re.findall(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", screen)
+    return int(found[-1]) if found else 0
+
+
+def read_rtts(directory: Path) -> list[float]:
+    out: list[float] = []
+    for path in directory.glob("*_rtt.csv"):
+        with open(path, newline="") as f:
+            for row in csv.reader(f, delimiter=";"):
+                try:
+                    out.append(float(row[1]))
+                except (IndexError, ValueError):
+                    continue  # the header line
+        path.unlink()
+    return out
+
+
+def run_step(
+    rate: int, seconds: float, commands: Callable[[int, int, Path], list[list[str]]],
+    workdir: Path, server_pids: list[int] | None, probe_target: tuple[str, int] | None,
+) -> Step:
+    """One load step: `commands(rate, calls, step_dir)` gives one sipp command per
+    process (the rate already split among them); all run at once."""
+    calls = max(1, int(rate * seconds))
+    step_dir = workdir / f"step-{rate}-{time.monotonic_ns()}"
+    step_dir.mkdir()
+    argvs = commands(rate, calls, step_dir)
+    probe = Probe(*probe_target) if probe_target else None
+    cpu_before = cpu_seconds(server_pids) if server_pids else 0.0
+    started = time.monotonic()
+    if probe:
+        probe.start()
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              cwd=step_dir, text=True) for argv in argvs]
+    screens: list[str] = []
+    limit = seconds + 30
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, limit - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=5)
+        screens.append(out or "")
+    elapsed = time.monotonic() - started
+    if probe:
+        probe.stop()
+    cpu = ((cpu_seconds(server_pids) - cpu_before) / elapsed * 100) if server_pids else None
+    ok = sum(counter(s, "Successful call") for s in screens)
+    failed = sum(counter(s, "Failed call") for s in screens)
+    # The step's time budget is its nominal length plus a settling allowance: a sipp
+    # that could not keep the rate shows up as ok < 95% of the calls.
+    return Step(rate, calls, ok, failed, elapsed, cpu, read_rtts(step_dir),
+                probe.samples if probe else [])
+
+
+def ramp(
+    label: str, start: int, maximum: int, seconds: float, bisections: int,
+    measure: Callable[[int], Step], max_steps: int = 14, budget: float = 240.0,
+) -> Step | None:
+    """Double from `start` until a step fails, then bisect; bounded in steps and time.
+
+    Returns the best passing step (the highest sustained rate found)."""
+    print(f"-- {label}")
+    print(HEADER, flush=True)
+    began = time.monotonic()
+    best: Step | None = None
+    failed_at: int | None = None
+    rate = start
+    steps = 0
+    while steps < max_steps and time.monotonic() - began < budget:
+        step = measure(rate)
+        steps += 1
+        print(step.row(), flush=True)
+        if step.passed:
+            best = step
+        else:
+            failed_at = rate
+        if failed_at is None:
+            if rate >= maximum:
+                break
+            rate = min(maximum, rate * 2)
+            continue
+        low = best.rate if best else 0
+        if bisections <= 0 or failed_at - low <= max(10, low // 10):
+            break
+        bisections -= 1
+        rate = (low + failed_at) // 2
+        if rate <= low or rate == 0:
+            break
+        time.sleep(0.5)
+    return best
+
+
+def summary(label: str, best: Step | None, rss: float | None, unit: str) -> str:
+    if best is None:
+        return f"{label}: no rate passed (< 1% failed, >= 95% completed)"
+    return (f"{label}: {best.rate} {unit}/s sustained (done {best.completed_rate:.0f}/s); "
+            f"sipp p50 {fmt(percentile(best.sipp_rtt, 0.5))} ms p99 "
+            f"{fmt(percentile(best.sipp_rtt, 0.99))} ms; probe p50 "
+            f"{fmt(percentile(best.probe, 0.5), 2)} ms p99 "
+            f"{fmt(percentile(best.probe, 0.99), 2)} ms; server CPU "
+            f"{fmt(best.cpu_percent, 0)}%, RSS {fmt(rss, 0)} MiB")
+
+
+def print_limits() -> None:
+    try:
+        rmem = Path("/proc/sys/net/core/rmem_max").read_text().strip()
+    except OSError:
+        rmem = "?"
+    print(f"machine: {os.cpu_count()} CPUs; net.core.rmem_max {rmem} (caps sipp -buff_size "
+          f"{SIPP_BUFFER} and the server's SO_RCVBUF); sipp runs on the same CPUs as the "
+          "server, so its CPU use is taken from the server's")
