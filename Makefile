@@ -9,7 +9,7 @@ DOMAIN ?= a.lab
 INTERFACE ?= 127.0.0.1
 PORT ?= 5060
 
-.PHONY: run test bench lint clean sysdeps-run sysdeps-test
+.PHONY: run test bench lint lab clean sysdeps-run sysdeps-test
 
 run: sysdeps-run $(BIN)/.installed
 	$(BIN)/twistd -n --pidfile= sipproxy --domain $(DOMAIN) --interface $(INTERFACE) --port $(PORT)
@@ -21,6 +21,9 @@ test: sysdeps-test $(BIN)/.installed
 
 bench: sysdeps-test $(BIN)/.installed
 	$(BIN)/python bench/run_all.py
+
+lab: sysdeps-test $(BIN)/.installed
+	$(BIN)/sipcalling-lab
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ setup(
         "txredisapi>=1.4.10",
         "numpy",
         "prometheus-client>=0.17",
+        "rich",
     ],
     extras_require={
         "audio": ["PyAudio", "opuslib"],
@@ -40,6 +41,7 @@ setup(
         "console_scripts": [
             "sipclient = client.cli:main",
             "sipcalling-trace = sipcore.trace.cli:main",
+            "sipcalling-lab = proxy.lab.runner:main",
         ],
     },
 )

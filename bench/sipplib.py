@@ -239,6 +239,7 @@ class Step:
     failed: int
     seconds: float
     cpu_percent: float | None
+    nominal: float = 1.0  # the step's intended length in seconds
     sipp_rtt: list[float] = field(default_factory=list)
     probe: list[float] = field(default_factory=list)
 
@@ -252,6 +253,8 @@ class Step:
             self.calls > 0
             and self.failed <= MAX_FAILURE_RATIO * self.calls
             and self.ok >= MIN_COMPLETED_RATIO * self.calls
+            # Sustained: done within the step's length plus a second of start/settle.
+            and self.completed_rate >= MIN_COMPLETED_RATIO * self.calls / (self.nominal + 1.0)
         )
 
     def row(self) -> str:
@@ -345,8 +348,22 @@ def run_step(
     failed = sum(counter(s, "Failed call") for s in screens)
     # The step's time budget is its nominal length plus a settling allowance: a sipp
     # that could not keep the rate shows up as ok < 95% of the calls.
-    return Step(rate, calls, ok, failed, elapsed, cpu, read_rtts(step_dir),
-                probe.samples if probe else [])
+    result = Step(rate, calls, ok, failed, elapsed, cpu, seconds, read_rtts(step_dir),
+                  probe.samples if probe else [])
+    if probe_target:
+        settle(*probe_target)
+    return result
+
+
+def settle(host: str, port: int, limit: float = 15.0) -> None:
+    """Wait (bounded) until the server answers at once again, so that one step's
+    backlog (retransmissions, 503 shedding on lag) is not charged to the next."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        if answers(host, port, timeout=0.5) and time.perf_counter() - started < 0.005:
+            return
+        time.sleep(0.2)
 
 
 def ramp(
@@ -399,6 +416,9 @@ def summary(label: str, best: Step | None, rss: float | None, unit: str) -> str:
 
 
 def print_limits() -> None:
+    # SIGTERM (e.g. run_all's ceiling) must still run the callers' `finally`, which
+    # stops the servers and sipps started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         rmem = Path("/proc/sys/net/core/rmem_max").read_text().strip()
     except OSError:

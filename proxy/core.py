@@ -184,7 +184,11 @@ class ProxyRole(BaseRole):
     def me(self) -> LocalIdentity:
         if self._me is None or self._me.port == 0:
             endpoint = self.stack.endpoint
-            self._me = LocalIdentity(endpoint.interface, endpoint.port, self.domains)
+            self._me = LocalIdentity(
+                endpoint.interface, endpoint.port, self.domains,
+                via_port=getattr(endpoint, "send_port", None),
+                via_ports=frozenset(self.config.get("worker-ports") or ()),
+            )
         return self._me
 
     # -- requests ------------------------------------------------------------------------

@@ -112,6 +112,10 @@ class LocalIdentity:
     host: str
     port: int
     domains: frozenset[str] = frozenset()
+    #: `--workers`: the port this worker sends requests from (its Via sent-by), and
+    #: every worker's, so that a Via of a sibling counts as ours (loop detection).
+    via_port: int | None = None
+    via_ports: frozenset[int] = frozenset()
 
     def is_me(self, uri: URI) -> bool:
         """The URI names this element's address (§16.4: a Route or Request-URI value
@@ -127,7 +131,10 @@ class LocalIdentity:
         return isinstance(uri, SipURI) and uri.host.lower() in self.domains
 
     def is_own_via(self, via: Via) -> bool:
-        return via.host.strip("[]").lower() == self.host.lower() and (via.port or 5060) == self.port
+        if via.host.strip("[]").lower() != self.host.lower():
+            return False
+        port = via.port or 5060
+        return port == self.port or port in self.via_ports
 
     def record_route(self, transport: str = "UDP") -> str:
         """The Record-Route value we insert (§16.6 step 4): loose routing, our address."""
@@ -137,7 +144,8 @@ class LocalIdentity:
 
     def via(self, transport: str, branch: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"SIP/2.0/{transport.upper()} {host}:{self.port};branch={branch}"
+        port = self.via_port if self.via_port and transport.upper() == "UDP" else self.port
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
 
 
 def preprocess_routes(request: Request, me: LocalIdentity) -> bool:

@@ -49,6 +49,8 @@ class SipService(service.Service):
             log_messages=not config.get("quiet"),
             tracer=fan_out(self.tracer, self.web and self.web.observer),
             protection=Protection(self.reactor, config.get("protection")),
+            # `--workers` (proxy.workers): SO_REUSEPORT sockets and a per-worker send port.
+            **(config.get("endpoint-options") or {}),
         )
         self.role.stack = self.stack
         start = getattr(self.role, "start", None)

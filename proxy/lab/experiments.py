@@ -463,7 +463,7 @@ def experiment_1(run: Run) -> None:
         run.expect(caller, rf"call {n_caller} ended hangup", f"{caller.name} hangs up")
         run.expect(callee, rf"call {n_callee} ended bye", f"{callee.name} sees the BYE")
         for me, peer in ((caller, callee), (callee, caller)):
-            wav = run.snapshot(me, f"{me.name}-{tag}")
+            wav = run.snapshot(me, f"{tag}-{me.name}")
             run.hears(wav, [peer.name.split("-")[0]],
                       f"{me.name}'s recording holds {peer.name.split('-')[0]}'s tone")
 
@@ -472,7 +472,7 @@ def experiment_1(run: Run) -> None:
         m = run.incoming(bob, "alice@a.lab", "bob's phone rings (auto-answer)")
         run.expect(bob, rf"call {m} connected", "bob answers")
         run.expect(alice, rf"call {n} connected", "alice is connected")
-        talk_and_hang_up(alice, bob, n, m, "with-bob")
+        talk_and_hang_up(alice, bob, n, m, "alice-bob")
         bob_lane, alice_lane = run.lane(bob), run.lane(alice)
 
         def record_route(trace: Trace, calls: list[Call]) -> str:
@@ -491,7 +491,7 @@ def experiment_1(run: Run) -> None:
         m = run.incoming(carol, "alice@a.lab", "carol's phone rings in b.lab")
         run.expect(carol, rf"call {m} connected", "carol answers")
         run.expect(alice, rf"call {n} connected", "alice is connected across domains")
-        talk_and_hang_up(alice, carol, n, m, "dns")
+        talk_and_hang_up(alice, carol, n, m, "alice-carol-dns")
         b_lane = lab.lane("b")
 
         def via_dns(trace: Trace, calls: list[Call]) -> str:
@@ -514,7 +514,7 @@ def experiment_1(run: Run) -> None:
         line = run.expect(alice_r, rf"call {n} (connected|redirected)", "alice is connected")
         if "redirected" in line:
             raise CheckFailed("the 302 reached alice: the proxy should recurse itself")
-        talk_and_hang_up(alice_r, carol, n, m, "redirect")
+        talk_and_hang_up(alice_r, carol, n, m, "alice-carol-redirect")
         redirect_lane, b_lane = lab.lane("redirect"), lab.lane("b")
         ar_lane = run.lane(alice_r)
 

@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sipcalling-lab: error: cannot create {out}: {err.strerror}", file=sys.stderr)
         return 2
     config = LabConfig(work=work, ports=ports, host=args.host,
-                       talk=1.5 if args.quick else 4.0,
+                       talk=1.5 if args.quick else 6.0,
                        ring_timeout=2.0 if args.quick else 6.0)
     progress = make_progress(args.plain)
     group = ProcessGroup()

@@ -10,6 +10,7 @@ registrar, user agent) hand a `MessageHandler` to a `SipEndpoint` and call
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -225,8 +226,16 @@ class SipEndpoint:
         tracer: Tracer | None = None,
         log_messages: bool = True,
         protection: Protection | None = None,
+        reuse_port: bool = False,
+        send_port: int | None = None,
     ) -> None:
         self.reactor = reactor
+        # `--workers N` (proxy.workers): N processes bind the same port with
+        # SO_REUSEPORT, and each sends its requests from its own `send_port`, so the
+        # responses come back to the process that holds the client transaction.
+        self.reuse_port = reuse_port
+        self.send_port = send_port
+        self.udp_send: object | None = None
         self.clock: IReactorTime = reactor  # type: ignore[assignment]
         self.handler = handler
         self.interface = interface
@@ -255,15 +264,29 @@ class SipEndpoint:
         if self.protection is not None:
             self.protection.start()
         if "UDP" in self.transports:
-            self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
-                self.port, _Datagram(self), interface=self.interface
-            )
+            if self.reuse_port:
+                self.udp = _adopt_udp(reactor, self.interface, self.port, _Datagram(self))
+            else:
+                self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
+                    self.port, _Datagram(self), interface=self.interface
+                )
+                _grow_buffers(self.udp)
             self.port = self.udp.getHost().port  # type: ignore[attr-defined]
             self.listeners.append(self.udp)
+            if self.send_port is not None:
+                self.udp_send = reactor.listenUDP(  # type: ignore[attr-defined]
+                    self.send_port, _Datagram(self), interface=self.interface
+                )
+                _grow_buffers(self.udp_send)
+                self.send_port = self.udp_send.getHost().port  # type: ignore[attr-defined]
+                self.listeners.append(self.udp_send)
         if "TCP" in self.transports:
-            tcp = reactor.listenTCP(  # type: ignore[attr-defined]
-                self.port, _StreamFactory(self, "TCP"), interface=self.interface
-            )
+            if self.reuse_port:
+                tcp = _adopt_tcp(reactor, self.interface, self.port, _StreamFactory(self, "TCP"))
+            else:
+                tcp = reactor.listenTCP(  # type: ignore[attr-defined]
+                    self.port, _StreamFactory(self, "TCP"), interface=self.interface
+                )
             self.port = tcp.getHost().port
             self.listeners.append(tcp)
         if self.tls_context is not None and self.tls_port is not None:
@@ -374,7 +397,10 @@ class SipEndpoint:
         if self.log_messages:
             log.info("-> {dest} {line}", dest=str(dest), line=_first_line(message))
         if dest.transport == "UDP":
-            self._send_udp(data, dest)
+            if self.udp_send is not None and isinstance(message, Request):
+                self._send_udp(data, dest, self.udp_send)
+            else:
+                self._send_udp(data, dest)
             return
         stream = self.connections.get(dest)
         if stream is not None:
@@ -411,15 +437,17 @@ class SipEndpoint:
                 return
         self.send(response, response_destination(via, transport))
 
-    def _send_udp(self, data: bytes, dest: Address) -> None:
-        if self.udp is None:
+    def _send_udp(self, data: bytes, dest: Address, port: object | None = None) -> None:
+        if port is None:
+            port = self.udp
+        if port is None:
             log.warn("no UDP socket to send to {dest}", dest=str(dest))
             return
         if len(data) > MAX_DATAGRAM:
             log.warn("message of {size} bytes does not fit a datagram", size=len(data))
             return
         try:
-            self.udp.write(data, (dest.host, dest.port))  # type: ignore[attr-defined]
+            port.write(data, (dest.host, dest.port))  # type: ignore[attr-defined]
         except (OSError, ValueError) as err:
             # ValueError: a host name where an IP literal is needed; names are resolved
             # above this layer (RFC 3263), so this is a routing bug, not a crash.
@@ -432,6 +460,66 @@ class SipEndpoint:
         stream.write(data)
         if self.tracer is not None:
             self.tracer("out", data, self.local_address(stream.transport_name), dest)
+
+
+#: Socket buffers asked for (the kernel caps them at net.core.[rw]mem_max): a burst
+#: of datagrams waits in the kernel instead of being dropped while a callback runs.
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_buffers(port: object) -> None:
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+        except OSError:
+            pass  # a smaller buffer still works
+
+
+def _reuse_socket(kind: int, interface: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind((interface, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _adopt_udp(reactor: object, interface: str, port: int, proto: object) -> object:
+    """A UDP port shared with the other workers (SO_REUSEPORT): the kernel spreads
+    datagrams over them by source address, so one client's retransmissions and its
+    CANCEL reach the worker holding its transaction."""
+    sock = _reuse_socket(socket.SOCK_DGRAM, interface, port)
+    try:
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+            except OSError:
+                pass
+        return reactor.adoptDatagramPort(  # type: ignore[attr-defined]
+            sock.fileno(), sock.family, proto
+        )
+    finally:
+        sock.close()  # Twisted holds its own duplicate of the descriptor
+
+
+def _adopt_tcp(reactor: object, interface: str, port: int, factory: object) -> object:
+    sock = _reuse_socket(socket.SOCK_STREAM, interface, port)
+    try:
+        sock.listen(1024)
+        return reactor.adoptStreamPort(  # type: ignore[attr-defined]
+            sock.fileno(), sock.family, factory
+        )
+    finally:
+        sock.close()
 
 
 def _first_line(message: Message) -> str:
