@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.core import ProxyRole  # noqa: E402
+from sipcore.twisted.gctune import tune  # noqa: E402
 from sipcore.twisted.stack import SipStack  # noqa: E402
 from sipcore.twisted.transport import Address  # noqa: E402
 
@@ -186,16 +188,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--profile", action="store_true", help="print the top 25 functions")
+    parser.add_argument("--quick", action="store_true", help="0.3 s per scenario")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's GC thresholds (the servers tune them)")
     args = parser.parse_args()
+    if args.quick or os.environ.get("SIPCALLING_BENCH_QUICK") == "1":
+        args.seconds = min(args.seconds, 0.3)
+    if not args.default_gc:
+        # What `twistd sipproxy` does at start-up (sipcore.twisted.gctune): measure
+        # the hot path as the server runs it.
+        tune()
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
     count, elapsed = bench_register(args.seconds)
     print(f"REGISTER (memory store, 10k users): {count / elapsed:>9,.0f} req/s "
           f"{elapsed / count * 1e6:7.1f} us/request (parse, tx, registrar, 200 out)")
+    register_us = elapsed / count * 1e6
     calls, messages, elapsed = bench_calls(args.seconds)
     print(f"call through proxy (6 msgs in):      {calls / elapsed:>9,.0f} calls/s "
           f"{elapsed / messages * 1e6:7.1f} us/message in (INVITE,180,200,ACK,BYE,200)")
+    gc_mode = "default" if args.default_gc else "tuned"
+    print(f"RESULT bench=hotpath register_us={register_us:.1f} "
+          f"call_msg_us={elapsed / messages * 1e6:.1f} gc={gc_mode}")
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

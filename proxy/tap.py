@@ -34,6 +34,12 @@ class Options(ProxyOptions):
         ["failover-timeout", None, "5",
          "Seconds without any answer before a DNS target or --upstream is given up "
          "for the next one."],
+        ["workers", None, "1",
+         "Processes sharing the port (SO_REUSEPORT), e.g. one per core; needs a shared "
+         "--location (sqlite:PATH or redis://...). See proxy/workers.py."],
+        # Set by the supervisor on its workers' command lines, not by hand.
+        ["worker-index", None, None, "(internal) this worker's number."],
+        ["worker-ports", None, None, "(internal) every worker's send port, comma-separated."],
     ]
 
     def postOptions(self) -> None:  # noqa: N802
@@ -42,6 +48,29 @@ class Options(ProxyOptions):
         self["failover-timeout"] = _positive_seconds(
             self["failover-timeout"], "failover-timeout"
         )
+        try:
+            workers = int(self["workers"])
+        except ValueError:
+            raise usage.UsageError(f"--workers wants a number, got {self['workers']!r}") from None
+        if not 1 <= workers <= 64:
+            raise usage.UsageError(f"--workers must be within 1..64, got {workers}")
+        self["workers"] = workers
+        location = str(self.get("location") or "")
+        if workers > 1 and location.lower().startswith("memory:"):
+            raise usage.UsageError(
+                "--workers needs a shared --location (sqlite:PATH or redis://HOST:PORT/DB), "
+                "not memory:"
+            )
+        if self["worker-ports"] is not None:
+            try:
+                ports = [int(p) for p in str(self["worker-ports"]).split(",") if p]
+                index = int(self["worker-index"])
+                send_port = ports[index]
+            except (TypeError, ValueError, IndexError):
+                raise usage.UsageError("bad --worker-index/--worker-ports") from None
+            self["worker-ports"] = ports
+            # proxy.service passes these to the SipEndpoint (sipcore.twisted.transport).
+            self["endpoint-options"] = {"reuse_port": True, "send_port": send_port}
 
 
 def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's name
@@ -49,6 +78,13 @@ def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's n
     from sipcore.twisted.gctune import tune
 
     tune()  # a long-running server: see sipcore.twisted.gctune for why
+    if config["workers"] > 1:
+        import sys
+
+        from proxy.workers import Supervisor
+
+        return Supervisor(reactor, sys.argv, config["workers"], config["interface"],
+                          config["port"])
 
     def build(clock: Any) -> Any:
         return ProxyRole(config, clock)

@@ -56,12 +56,16 @@ def apply_traces(results: list[ExperimentResult], trace_files: list[Path], out: 
         for result in results:
             result.steps.append(Step("SIP trace", False, f"cannot read the traces: {err}"))
         return
-    sources = [os.path.basename(p) for p in paths]
     for result in results:
         calls = _calls_in(trace, result.start_us, result.end_us)
         result.sip_messages = sum(len(c.arrows) for c in calls)
         if calls:
             name = f"exp{result.number}-{result.key}"
+            # The servers' traces and this experiment's phones' (each experiment has its
+            # own phones, so their file names repeat across experiments).
+            own = f"exp{result.number}{os.sep}"
+            sources = [os.path.relpath(p, out) for p in paths
+                       if own in p or os.path.basename(os.path.dirname(p)) == "run"]
             page = render_html(trace, calls, f"Experiment {result.number}: {result.title}",
                                sources)
             (out / f"{name}-ladder.html").write_text(page, encoding="utf-8")

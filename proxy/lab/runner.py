@@ -45,6 +45,14 @@ SERVER_NAMES = {"a": "proxy a.lab", "b": "proxy b.lab", "redirect": "redirect se
 # ------------------------------------------------------------------------ progress
 
 
+def _live_reason(result: ExperimentResult) -> str:
+    # The trace checks run once the lab is down (the trace files are complete only
+    # then), so a live verdict is provisional when some are still to come.
+    if result.passed and result.trace_checks:
+        return f"{result.reason}; {len(result.trace_checks)} trace checks at the end"
+    return result.reason
+
+
 class PlainProgress:
     """One line per event, for logs and pipes (no TTY)."""
 
@@ -61,7 +69,8 @@ class PlainProgress:
         self._say(f"[{number}]   {text}")
 
     def experiment_finished(self, result: ExperimentResult) -> None:
-        self._say(f"[{result.number}] {'PASS' if result.passed else 'FAIL'}: {result.reason}")
+        self._say(f"[{result.number}] {'PASS' if result.passed else 'FAIL'}: "
+                  f"{_live_reason(result)}")
 
     def message(self, text: str) -> None:
         self._say(f"lab: {text}")
@@ -116,7 +125,7 @@ class RichProgress:
 
     def experiment_finished(self, result: ExperimentResult) -> None:
         state = "PASS" if result.passed else "FAIL"
-        self.state[result.number] = (state, result.reason)
+        self.state[result.number] = (state, _live_reason(result))
         self._update()
 
     def message(self, text: str) -> None:
@@ -188,8 +197,9 @@ def _only(text: str | None) -> list[int]:
     return numbers
 
 
-class _Stop(Exception):
-    """SIGTERM: unwind like Ctrl-C so that the finally blocks stop the children."""
+class _Stop(BaseException):
+    """SIGTERM: unwind like Ctrl-C so that the finally blocks stop the children (a
+    BaseException, so that an experiment's catch-all does not swallow it)."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -144,7 +144,11 @@ class ServerOptions(usage.Options):
             raise usage.UsageError(f"--pike-rate: {err}") from None
         self["pike-rate"] = value
 
-    opt_pike = opt_pike_rate
+    def opt_pike(self, value: str) -> None:
+        """The same as --pike-rate."""
+        # A method, not `opt_pike = opt_pike_rate`: Twisted's usage text cannot list a
+        # long-named alias (KeyError), which turned every usage error into a traceback.
+        self.opt_pike_rate(value)
 
     def opt_trusted(self, value: str) -> None:
         """Network (CIDR) exempt from per-IP rate/connection limits, auth lockout and,

@@ -107,7 +107,8 @@ class RtpRelay:
         for name, imp in zip(_LEGS, (to_a or Impairment(), to_b or Impairment()), strict=True):
             rtp, rtcp = _bind_pair(host)
             # A leg's impairment applies to what it *sends*, i.e. to what its client hears.
-            self.legs[name] = _Leg(rtp, rtcp, int(rtp.getsockname()[1]), rng=random.Random(imp.seed), impairment=imp)
+            self.legs[name] = _Leg(rtp, rtcp, int(rtp.getsockname()[1]),
+                                   rng=random.Random(imp.seed), impairment=imp)
         self.stats = {name: RelayStats() for name in _LEGS}  # by receiving client
         self._queue: list[tuple[float, int, socket.socket, bytes, Addr]] = []
         self._order = itertools.count()  # tie-breaker: heapq must never compare sockets

@@ -55,11 +55,12 @@ def write_tone(path: Path, seconds: int = 1) -> None:
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """16-bit PCM as float samples, channels averaged (baresip dumps Opus in stereo)."""
     with wave.open(str(path), "rb") as w:
-        assert w.getnchannels() == 1 and w.getsampwidth() == 2
-        rate = w.getframerate()
+        assert w.getsampwidth() == 2, f"{path}: not 16-bit PCM"
+        channels, rate = w.getnchannels(), w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
-    return pcm, rate
+    return pcm.reshape(-1, channels).mean(axis=1), rate
 
 
 def analyse(pcm: np.ndarray, rate: int) -> tuple[float, float, float]:

@@ -163,8 +163,10 @@ class Baresip:
     def wait_registered(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            # reginfo lists each account with "OK" once its REGISTER got a 2xx.
-            if re.search(r"\bOK\b", self.command("reginfo").get("data", "")):
+            # reginfo lists each account with "OK" (in ANSI colour) once its REGISTER
+            # got a 2xx.
+            data = re.sub(r"\x1b\[[0-9;]*m", "", self.command("reginfo").get("data", ""))
+            if re.search(r"\bOK\b", data):
                 return
             time.sleep(0.2)
         raise AssertionError(f"baresip did not register: {self.log()}")

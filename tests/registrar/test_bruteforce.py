@@ -304,3 +304,51 @@ def test_proxy_shares_one_guard_with_its_registrar_and_honours_trusted(clock, tm
     # An untrusted foreign sender may not relay to another foreign domain.
     refusal = authorise(invite(from_="sip:x@elsewhere.example"), "203.0.113.8")
     assert refusal is not None and refusal[0].status == 403
+
+
+# -- the command-line options ---------------------------------------------------------------
+
+
+def test_options_parse_and_validate():
+    from twisted.python import usage
+
+    from registrar.tap import Options
+
+    options = Options()
+    options.parseOptions(["--location", "memory:", "--auth-fail-limit", "3/20",
+                          "--auth-lockout", "120", "--trusted", "127.0.0.2/32"])
+    assert options["auth-fail-limit"] == (3, 20.0) and options["auth-lockout"] == 120.0
+    defaults = Options()
+    defaults.parseOptions(["--location", "memory:"])
+    assert defaults["auth-fail-limit"] == (5, 60.0) and defaults["auth-lockout"] == 60.0
+    for bad in (["--auth-fail-limit", "lots"], ["--auth-lockout", "0"],
+                ["--auth-lockout", "soon"]):
+        with pytest.raises(usage.UsageError, match="--auth-"):
+            Options().parseOptions(["--location", "memory:", *bad])
+
+
+def test_proxy_holds_a_delayed_407_and_drops_it_if_the_transaction_ended(clock):
+    from proxy.core import ProxyRole
+    from sipcore.message import make_response
+    from sipcore.transaction import State
+
+    class Tx:
+        final_response: Response | None = None
+        state = State.PROCEEDING
+
+        def __init__(self) -> None:
+            self.sent: list[Response] = []
+
+        def send_response(self, response: Response) -> None:
+            self.sent.append(response)
+
+    role = ProxyRole({"domains": ["a.lab"]}, clock)
+    response = make_response(invite(), 407)
+    held, ended = Tx(), Tx()
+    role._send_refusal(held, response, 0.5)
+    role._send_refusal(ended, response, 0.5)
+    ended.state = State.TERMINATED  # e.g. CANCELled meanwhile
+    clock.advance(0.49)
+    assert held.sent == []
+    clock.advance(0.02)
+    assert held.sent == [response] and ended.sent == []
