@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_DEB := libopus0 portaudio19-dev gcc python3-dev
-TEST_DEB := $(RUN_DEB) sip-tester redis-server chromium
+TEST_DEB := $(RUN_DEB) sip-tester redis-server chromium baresip-core espeak-ng
 DOMAIN ?= a.lab
 INTERFACE ?= 127.0.0.1
 PORT ?= 5060
@@ -17,9 +17,10 @@ run: sysdeps-run $(BIN)/.installed
 test: sysdeps-test $(BIN)/.installed
 	$(BIN)/ruff check .
 	SIPCALLING_REQUIRE_REDIS=1 SIPCALLING_REQUIRE_SIPP=1 SIPCALLING_REQUIRE_AUDIO=1 \
-		SIPCALLING_REQUIRE_BROWSER=1 SIPCALLING_REQUIRE_FUZZ=1 $(BIN)/pytest -q
+		SIPCALLING_REQUIRE_BROWSER=1 SIPCALLING_REQUIRE_FUZZ=1 SIPCALLING_REQUIRE_BARESIP=1 $(BIN)/pytest -q
 
 bench: sysdeps-test $(BIN)/.installed
+	-$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python bench/run_all.py
 
 lab: sysdeps-test $(BIN)/.installed

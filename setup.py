@@ -23,6 +23,8 @@ setup(
     ],
     extras_require={
         "audio": ["PyAudio", "opuslib"],
+        # Speech quality figures in bench/media.py (PESQ); without it the bench prints SNR.
+        "bench": ["pesq"],
         "test": [
             "pytest",
             "pytest-twisted",
