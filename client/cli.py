@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=int, default=3600, help="registration expiry asked for")
     p.add_argument("--no-register", action="store_true", help="do not REGISTER")
     p.add_argument("--verbose", action="store_true", help="log SIP traffic to stderr")
+    p.add_argument("--trace", metavar="FILE",
+                   help="append every SIP message to FILE (JSON lines, see sipcalling-trace)")
     return p
 
 
@@ -399,9 +401,21 @@ def main(argv: list[str] | None = None) -> int:
 
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)],
                                          redirectStandardIO=False)
+    tracer = None
+    if args.trace:
+        from sipcore.trace.writer import TraceWriter
+
+        try:
+            tracer = TraceWriter(args.trace, label=f"{args.user}@{args.domain}", role="ua",
+                                 clock=reactor)
+        except (OSError, ValueError) as err:
+            sys.stderr.write(f"sipclient: error: --trace {args.trace}: {err}\n")
+            return 2
+        # Last, after the hang-ups and unregistration have been sent and traced.
+        reactor.addSystemEventTrigger("after", "shutdown", tracer.close)
     app = App(args, reactor)
     stack = SipStack(reactor, app.ua, interface=args.interface, port=args.port,
-                     transports=("UDP",), log_messages=args.verbose)
+                     transports=("UDP",), log_messages=args.verbose, tracer=tracer)
     app.ua.stack = stack
     try:
         stack.start()

@@ -7,7 +7,6 @@ scripted ``sipclient`` processes through the experiments of the lab handbook and
 what they print, what the trace files show and what the recordings contain.
 
 * `proxy.lab.procs` — start/stop the processes (by PID), bounded waits on their output.
-* `proxy.lab.traced_client` — ``sipclient`` with a trace file (``--trace``).
 * `proxy.lab.audio` — tone WAVs for ``--play`` and the FFT check of ``--record`` files.
 * `proxy.lab.experiments` — the four experiments and their checks.
 * `proxy.lab.report` — ladder diagrams, pcap files, ``index.html``, ``results.json``.

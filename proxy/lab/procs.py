@@ -184,8 +184,8 @@ class Client(LabProcess):
 
     def __init__(self, name: str, args: list[str], trace: Path, log_path: Path, cwd: Path,
                  on_line: Callable[[Line], None]) -> None:
-        command = [sys.executable, "-m", "proxy.lab.traced_client", "--trace", str(trace),
-                   "--trace-label", name, "--", "--verbose", *args]
+        command = [sys.executable, "-m", "client.cli", "--trace", str(trace), "--verbose",
+                   *args]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         super().__init__(name, command, log_path, cwd, stdin=True, env=env)

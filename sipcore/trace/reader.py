@@ -246,13 +246,26 @@ class Call:
 
     @property
     def final_status(self) -> str:
-        """The final response to the first request, as its sender saw it ('' if none)."""
+        """The final response to the first request, as its sender saw it ('' if none).
+
+        A request answered 401/407 and sent again with credentials (a higher CSeq of the
+        same method, still outside a dialog) counts as the same attempt: the outcome is
+        the answer to the last such retry, not the challenge.
+        """
         first = self.first_request
         if first is None or first.cseq is None:
             return ""
+        method = first.cseq[1]
+        retries = [
+            a.cseq for a in self.arrows
+            if a.is_request and a.src == first.src and a.cseq is not None
+            and a.cseq[1] == method and a.cseq[0] >= first.cseq[0]
+            and _out_of_dialog(a.message)
+        ]
+        attempt = max(retries) if retries else first.cseq
         finals = [
             a for a in self.arrows
-            if not a.is_request and a.cseq == first.cseq
+            if not a.is_request and a.cseq == attempt
             and a.message.status >= 200  # type: ignore[union-attr]
         ]
         if not finals:
@@ -261,6 +274,13 @@ class Call:
         # proxy (e.g. a 486 from one fork) are details.
         to_caller = [a for a in finals if a.dst == first.src]
         return (to_caller or finals)[-1].title
+
+
+def _out_of_dialog(msg: Request | Response) -> bool:
+    try:
+        return msg.to.tag is None
+    except (ParseError, ValueError):
+        return False
 
 
 def _party(msg: Request | Response, header: str) -> str:

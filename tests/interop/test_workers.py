@@ -79,11 +79,22 @@ def test_memory_store_is_refused_with_workers(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def wait_for_workers(server, count: int = 2) -> None:
+    """The first worker up answers the start-up ping; wait for the others (bounded)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if len(workers_that_logged(server, "listening on")) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(server.output()[-3000:])
+
+
 def test_registration_is_seen_by_every_worker(proxy):
+    wait_for_workers(proxy)
     contact_port = free_port()
     assert register(proxy.port, "carol", "a.lab", contact_port, expires=300) == 200
-    # Queries from 24 source ports: the kernel hashes them over both workers.
-    for n in range(24):
+    # Queries from 48 source ports: the kernel hashes them over both workers.
+    for n in range(48):
         answer = query(proxy.port, "carol", n)
         assert answer.startswith("SIP/2.0 200"), answer
         assert f"127.0.0.1:{contact_port}" in answer, answer

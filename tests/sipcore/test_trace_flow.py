@@ -283,3 +283,20 @@ def test_all_calls_page_has_navigation(tmp_path: Path) -> None:
     assert 'href="#call-1"' in page
     # Indices run across calls so j/k walks the whole page.
     assert [int(g.get("data-idx")) for g in arrows_of(svgs[1])] == [len(TITLES)]
+
+
+def test_final_status_follows_the_authenticated_retry(tmp_path: Path) -> None:
+    """A 407 challenge and the retry with credentials are one call attempt."""
+    challenge = [
+        (ALICE, PROXY, message("INVITE sip:bob@a.lab SIP/2.0", [VA + "c"], "1 INVITE",
+                               body=sdp("sendrecv"), contact=ALICE_URI)),
+        (PROXY, ALICE, message("SIP/2.0 407 Proxy Authentication Required", [VA + "c"],
+                               "1 INVITE", to_tag="px")),
+        (ALICE, PROXY, message("ACK sip:bob@a.lab SIP/2.0", [VA + "c"], "1 ACK",
+                               to_tag="px")),
+    ]
+    # The retry is FLOW's INVITE with CSeq 2 instead of 1 (and the answers to match).
+    retry = [(s, d, m.replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE")) for s, d, m in FLOW[:7]]
+    trace = Trace.load([str(p) for p in write_traces(tmp_path, challenge + retry)],
+                       lambda w: None)
+    assert trace.calls()[0].final_status == "200 OK"
