@@ -56,6 +56,7 @@ line never wraps and nothing else goes to stdout (diagnostics go to stderr with
     error: <text>                               a bad command; the client carries on
 
 Exit status: 0 normally (with ``--call``: 0 if the call was connected, 1 if not);
+1 when the first registration fails (bad password, no proxy: one line on stderr);
 2 for bad options or files (one line on stderr).
 """
 
@@ -232,11 +233,28 @@ class App:
     def start(self) -> None:
         self.write(f"ready {self.ua.contact_uri}")
         if self.ua.config.register:
-            d = self.ua.register()
-            if self.args.call:
-                d.addCallback(lambda _: self._place_main_call())
+            self.ua.register().addCallback(self._first_registration)
         elif self.args.call:
             self._place_main_call()
+
+    def _first_registration(self, status: int) -> None:
+        """A phone that cannot register at start is misconfigured: say why and exit 1.
+
+        Later refresh failures only print their line: calls in progress go on and the
+        UA keeps retrying, as the registrar may come back.
+        """
+        if 200 <= status < 300:
+            if self.args.call:
+                self._place_main_call()
+            return
+        host, port = self.args.proxy
+        why = {401: "credentials refused (wrong --password?)",
+               403: "refused by the registrar",
+               407: "credentials refused (wrong --password?)",
+               408: "no answer (is a proxy running there?)"}.get(status, f"status {status}")
+        sys.stderr.write(f"sipclient: error: registration with {host}:{port} failed: {why}\n")
+        self.exit_code = 1
+        self.quit()
 
     def _place_main_call(self) -> None:
         try:

@@ -144,3 +144,20 @@ def test_busy_when_in_call(lab: Callable[..., SipClient]) -> None:
     alice.expect(r"call 1 connected$")
     carol.send("call bob")
     carol.expect(r"call 1 ended 486 Busy Here$")
+
+
+def test_wrong_password_exits_1_with_one_line(start_server: Callable[..., Any],
+                                              tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    users.write_text(USERS)
+    proxy = start_server("sipproxy", "--location", "memory:", "--users", str(users))
+    alice = SipClient(tmp_path, "alice", "--proxy", f"127.0.0.1:{proxy.port}",
+                      "--password", "not-alices")
+    try:
+        alice.expect(r"registration failed 401 Unauthorized$")
+        assert alice.wait() == 1
+        assert "registration with" in alice.stderr_tail()
+        assert "wrong --password" in alice.stderr_tail()
+    finally:
+        alice.stop()
+    assert proxy.alive()
