@@ -67,7 +67,6 @@ import ipaddress
 import os
 import socket
 import sys
-import wave
 from typing import Any, NoReturn
 
 from client.call import Call
@@ -134,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=int, default=3600, help="registration expiry asked for")
     p.add_argument("--no-register", action="store_true", help="do not REGISTER")
     p.add_argument("--verbose", action="store_true", help="log SIP traffic to stderr")
+    p.add_argument("--moh", metavar="FILE.wav",
+                   help="music on hold: played to a peer we put on hold")
+    p.add_argument("--audio-device", metavar="NAME",
+                   help="sound device (name, part of a name, or index; 'none': no sound card)")
     p.add_argument("--trace", metavar="FILE",
                    help="append every SIP message to FILE (JSON lines, see sipcalling-trace)")
     return p
@@ -156,16 +159,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except OSError:
             parser.error(f"cannot resolve proxy host {host!r}")
     args.proxy = (host, port)
-    if args.play is not None:
+    args.media = MediaOptions(play=args.play, record=args.record, codec=args.codec,
+                              moh=args.moh, audio_device=args.audio_device)
+    try:
+        from client.media.devices import AudioError
+        from client.media.session import check_media_options
+    except ImportError:  # no media engine (numpy missing): NullMedia opens no files
+        pass
+    else:
         try:
-            with wave.open(args.play, "rb") as w:
-                w.getnframes()
-        except (OSError, wave.Error, EOFError) as err:
-            parser.error(f"cannot play {args.play!r}: {err}")
-    if args.record is not None:
-        folder = os.path.dirname(os.path.abspath(args.record))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            parser.error(f"cannot record to {args.record!r}: folder not writable")
+            # Open --play/--moh/--record once now: a bad file is one line at startup,
+            # not a failure at the first call.
+            check_media_options(args.media)
+        except (AudioError, OSError, ValueError) as err:
+            parser.error(str(err))
     if not 0 <= args.expires <= 2**31:
         parser.error("--expires out of range")
     for name in ("user", "domain"):
@@ -192,7 +199,7 @@ class App:
             auto_answer=args.auto_answer, busy=args.busy,
             busy_when_in_call=args.busy_when_in_call, ring_timeout=args.ring_timeout,
             codec=args.codec, register=not args.no_register, expires=args.expires,
-            media=MediaOptions(play=args.play, record=args.record, codec=args.codec),
+            media=args.media,
         )
         self.ua = UserAgent(config, reactor, self.report, reactor=reactor,
                             media_factory=factory)

@@ -51,6 +51,8 @@ class MediaOptions:
     play: str | None = None  # a WAV file to send instead of the microphone
     record: str | None = None  # a WAV file to write what we receive to
     codec: str = "pcmu"  # preferred codec name: opus, pcmu or pcma
+    moh: str | None = None  # a WAV file played to a peer we put on hold
+    audio_device: str | None = None  # PortAudio device name/index; "none": no sound card
 
 
 class MediaSession(Protocol):
