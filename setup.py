@@ -30,6 +30,8 @@ setup(
             "pytest-twisted",
             "pytest-timeout",
             "hypothesis",
+            # An independent pcap reader for the trace export (tests/sipcore/test_trace_pcap.py).
+            "dpkt",
             "ruff",
             # Drives Debian's /usr/bin/chromium in tests/interop/test_status_page.py
             # (never `playwright install`).
