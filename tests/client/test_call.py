@@ -108,7 +108,7 @@ def test_connected_only_once_reached():
         ("confirmed", True, True, "both-held", ["call 1 held", "call 1 remote-held"]),
         # Both flags flipping: through both-held (client.call._via), never a jump.
         ("held", False, True, "remote-held", ["call 1 remote-held", "call 1 resumed"]),
-        ("remote-held", True, False, "held", ["call 1 held", "call 1 remote-resumed"]),
+        ("remote-held", True, False, "held", ["call 1 remote-resumed", "call 1 held"]),
         ("both-held", False, False, "confirmed", ["call 1 resumed", "call 1 remote-resumed"]),
         ("ringing", True, None, "ringing", []),
     ],
