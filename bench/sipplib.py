@@ -88,8 +88,9 @@ def answers(host: str, port: int, timeout: float = 0.3, ok_only: bool = False) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.bind(("127.0.0.1", 0))
-        s.sendto(options_request(host, port, s.getsockname()[1], time.monotonic_ns()),
-                 (host, port))
+        # n also makes the CSeq, which must stay below 2**31 (RFC 3261 §8.1.1.5).
+        n = time.monotonic_ns() % 1_000_000_000
+        s.sendto(options_request(host, port, s.getsockname()[1], n), (host, port))
         try:
             reply = s.recv(65535)
         except OSError:

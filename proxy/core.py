@@ -48,7 +48,7 @@ from proxy.validation import (
     make_branch,
 )
 from registrar.bruteforce import AuthGuard, guard_from_config
-from registrar.location import normalise_aor, open_location
+from registrar.location import LocationError, normalise_aor, open_location
 from sipcore.digest import AuthOutcome, Credentials, DigestAuthenticator
 from sipcore.errors import ParseError
 from sipcore.ids import new_tag
@@ -71,6 +71,8 @@ DEFAULT_FAILOVER_TIMEOUT = 5.0
 UPSTREAM_FAILOVER = frozenset({408, 503})
 #: How many AORs we remember as "known" for 480-versus-404 without a users file.
 MAX_KNOWN_AORS = 100_000
+#: Retry-After seconds when the location store cannot be read (as registrar.RETRY_AFTER).
+LOCATION_RETRY_AFTER = 5
 
 
 class _NullTU:
@@ -487,6 +489,14 @@ class ProxyRole(BaseRole):
         context.start()
 
     def _targets_failed(self, failure: Any, env: _Forwarder) -> None:
+        if failure.check(LocationError):
+            # The store is down (Redis gone, SQLite locked): one line, and a 500 the
+            # caller may retry (RFC 3261 §21.5.1 + Retry-After), as the registrar does.
+            log.error("location lookup failed: {error}", error=str(failure.value))
+            if env.tx.final_response is None:
+                self._reply(env.tx, env.request, 500, "Location Store Unavailable",
+                            (("Retry-After", str(LOCATION_RETRY_AFTER)),))
+            return
         log.failure("target determination failed", failure)
         if env.tx.final_response is None:
             self._reply(env.tx, env.request, 500)

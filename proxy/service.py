@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.logger import Logger
 
+from proxy.lifecycle import drain, reload_users
 from proxy.web.tracing import fan_out
 from sipcore.trace.hook import tracer_from_config
 from sipcore.twisted.protection import Protection
@@ -57,6 +59,7 @@ class SipService(service.Service):
         if start is not None:
             start()
         self.stack.start()
+        self._install_sighup()
         if self.web is not None:
             self.web.start(self.stack, self.role)
         log.info(
@@ -66,11 +69,36 @@ class SipService(service.Service):
             domains=", ".join(config.get("domains") or []),
         )
 
+    def _install_sighup(self) -> None:
+        """SIGHUP re-reads --users (proxy.lifecycle.reload_users), without a restart."""
+        if not hasattr(signal, "SIGHUP"):
+            return
+
+        def on_sighup(signum: int, frame: Any) -> None:
+            # A signal handler may run between any two bytecodes: do the work on the
+            # reactor's next turn, never inside the handler.
+            self.reactor.callFromThread(self.reload_users)
+
+        try:
+            signal.signal(signal.SIGHUP, on_sighup)
+        except ValueError:
+            pass  # not the main thread (an embedding test harness): no reload signal
+
+    def reload_users(self) -> bool:
+        role = self.role
+        return reload_users(self.config.get("users"), [role, getattr(role, "registrar", None)])
+
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()
         if self.stack is None:
             return None
-        d = self.stack.stop()
+        stack = self.stack
+        # SIGTERM: answer or cancel what is in flight (bounded by --shutdown-grace)
+        # while the sockets are still open, then close them and flush the store.
+        grace = float(self.config.get("shutdown-grace") or 0)
+        d = drain(stack, self.role, self.reactor, grace)
+        d.addErrback(lambda f: log.failure("drain failed", f))
+        d.addCallback(lambda _: stack.stop())
         if self.web is not None:
             web = self.web
             d.addBoth(lambda result: web.stop().addBoth(lambda _: result))

@@ -181,6 +181,8 @@ return total
 """
 
 _SCAN_BATCH = 500
+#: Longest wait (seconds) between reconnection attempts while Redis is down.
+_RECONNECT_MAX_DELAY = 1.0
 
 
 @implementer(LocationService)
@@ -196,7 +198,7 @@ class RedisLocationService:
         reactor: Any = None,
         prefix: str = "sipcalling:loc:",
         poolsize: int = 4,
-        timeout: float = 10.0,
+        timeout: float = 1.5,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -222,6 +224,11 @@ class RedisLocationService:
             replyTimeout=timeout,
             convertNumbers=False,
         )
+        # Reconnect soon after Redis comes back: txredisapi backs off up to 10 s by
+        # default, which would keep answering 500 that long after the outage.
+        factory = getattr(self._redis, "_factory", None)
+        if factory is not None:
+            factory.maxDelay = _RECONNECT_MAX_DELAY
         self._closed = False
 
     # -- LocationService -------------------------------------------------------

@@ -36,6 +36,10 @@ from registrar.location.binding import (
 T = TypeVar("T")
 
 _SCHEMA_VERSION = 1
+#: Seconds a write waits for another connection's lock (another worker process, a
+#: backup tool) before the REGISTER is answered 500 + Retry-After. Our own writes
+#: hold the lock for milliseconds; a UAC's Timer F (32 s) must never be the bound.
+_BUSY_TIMEOUT = 2.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
     aor TEXT NOT NULL,
@@ -111,13 +115,15 @@ def _connect(path: str) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves so one update() is
         # exactly one transaction. check_same_thread=False: the connection is made
         # here but used only by the worker thread afterwards.
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         # WAL lets readers in other processes proceed during a write; NORMAL sync in
         # WAL mode survives a process crash, and a power cut can cost at most the
         # last few registrations, which UAs redo on their next refresh.
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > _SCHEMA_VERSION:
             raise LocationError(

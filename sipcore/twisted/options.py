@@ -109,6 +109,10 @@ class ServerOptions(usage.Options):
          "N/SECONDS: N failed authentications from one IP within SECONDS lock it out"
          " (0: off)."],
         ["auth-lockout", None, "60", "Seconds an IP over --auth-fail-limit gets 403."],
+        # Graceful stop (proxy.lifecycle.drain).
+        ["shutdown-grace", None, "2",
+         "Seconds SIGTERM waits for pending transactions (new requests get 503) before"
+         " cancelling them and exiting (0: stop at once)."],
     ]
     optFlags = [
         ["quiet", "q", "Do not log one line per SIP message."],
@@ -232,6 +236,15 @@ class ServerOptions(usage.Options):
         self["protection"] = self._protection()
         self._auth_guard_options()
         self["interface"] = check_interface(self["interface"])
+        try:
+            grace = float(self["shutdown-grace"])
+        except ValueError:
+            grace = -1.0
+        if not 0 <= grace <= 3600:
+            raise usage.UsageError(
+                f"--shutdown-grace wants seconds in [0, 3600], got {self['shutdown-grace']!r}"
+            )
+        self["shutdown-grace"] = grace
         if self["tls-port"] is not None:
             self["tls-port"] = check_port(self["tls-port"], "TLS port")
             for name in ("tls-cert", "tls-key"):

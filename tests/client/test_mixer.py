@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 
 from client.media import opus
@@ -375,3 +376,106 @@ async def test_factory_sessions_share_one_record_file(tmp_path: Any) -> None:
         a.stop()
         b.stop()
     assert a.sink.device is None  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the mixer leaves
+
+
+def _problems(event: dict[str, Any]) -> bool:
+    from twisted.logger import LogLevel
+
+    level = event.get("log_level")
+    return "log_failure" in event or (level is not None and level >= LogLevel.warn)
+
+
+@pytest.mark.parametrize("how", ["stop", "stop_like_the_ua", "dissolve_then_stop"])
+@pytest_twisted.ensureDeferred
+async def test_mixer_leaves_mid_conference_while_media_flows(
+    how: str, stopped: list[RtpSession]
+) -> None:
+    """The mixer side goes away abruptly with datagrams in flight both ways: no traceback
+    logged, no frame clock or RTCP timer left, every socket closed. (End to end, with real
+    processes: tests/interop/test_conference.py, where alice quits while audio flows.)
+
+    stop: every leg's session stops (the mixer shrinks and stops its clock by itself);
+    stop_like_the_ua: the same, with the UA's on_leg_stopped (dissolve at one leg left,
+    so the last session gets its own clock back in the middle of the teardown);
+    dissolve_then_stop: the mixer lets go of every leg, which carry on alone for a few
+    frames and are then stopped."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    reactor_calls_before = set(reactor.getDelayedCalls())
+    clock, peer_clock = task.Clock(), task.Clock()  # ours, and the other phones'
+    try:
+        legs = [RtpSession(reactor, LOOPBACK, ToneSource(300 + 100 * k, 8000),
+                           MemorySink(16000), clock=clock, rng=random.Random(10 + k))
+                for k in range(3)]
+        peers = [Peer(peer_clock, 440 + 220 * k, 20 + k) for k in range(3)]
+        stopped.extend(p.session for p in peers)
+        stopped.extend(legs)  # only if an assertion fails before the teardown under test
+        for ours, peer in zip(legs, peers):
+            ours.bind()
+            ours.start(ours.local_port, LOOPBACK, peer.session.local_port, PCMU, "sendrecv")
+            peer.session.start(peer.session.local_port, LOOPBACK, ours.local_port, PCMU,
+                               "sendrecv")
+        mixer = conference(legs)
+        if how == "stop_like_the_ua":
+            def left(session: Any) -> None:
+                if len(mixer.legs) < 2:
+                    mixer.dissolve()
+            mixer.on_leg_stopped = left
+
+        async def frames(n: int, deliver: bool = True) -> None:
+            for _ in range(n):
+                clock.advance(0.02)
+                peer_clock.advance(0.02)
+                if deliver:
+                    await iterate()
+
+        await frames(25)  # 0.5 s: media flows both ways through the mixer
+        assert mixer.ticks >= 20
+        assert all(s.packets_received > 10 for s in legs)
+        assert all(p.session.packets_received > 10 for p in peers)
+        listeners = [lst for s in legs for lst in (s._rtp_listener, s._rtcp_listener)]
+        ports = [s.local_port for s in legs] + [s.rtcp_port for s in legs]
+
+        await frames(2, deliver=False)  # datagrams queued in every socket, unread
+        if how == "dissolve_then_stop":
+            mixer.dissolve()
+            assert all(s._loop is not None and s._loop.running for s in legs)
+            await frames(5)  # plain calls again, each on its own clock
+            await frames(2, deliver=False)
+        for s in legs:
+            s.stop()
+        assert not mixer.running and mixer.legs == []
+        await frames(5)  # the peers keep sending to the closed ports
+        for p in peers:
+            p.session.stop()
+        await iterate(5)
+
+        # Nothing of ours is left on either clock: no LoopingCall, no RTCP timer.
+        assert clock.getDelayedCalls() == []
+        assert all(s._loop is None for s in legs)
+        # No delayed call left on the real reactor (a UDP port's connectionLost is one).
+        assert [c for c in reactor.getDelayedCalls()
+                if c not in reactor_calls_before and c.active()] == []
+        # Every socket closed: no longer read by the reactor, and its port free again.
+        readers = set(reactor.getReaders())
+        assert not [lst for lst in listeners if lst in readers]
+        for port in ports:
+            probe = reactor.listenUDP(port, _Discard(), interface=LOOPBACK)
+            await probe.stopListening()
+        # No reactor shutdown trigger still holds one of our sessions.
+        shutdown = reactor._eventTriggers.get("shutdown")
+        if shutdown is not None:
+            assert not [t for t in shutdown.before if getattr(t[0], "__self__", None) in legs]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    bad = [e for e in events if _problems(e)]
+    assert bad == [], [e.get("log_format") for e in bad]
+
+
+class _Discard(DatagramProtocol):
+    pass
