@@ -12,6 +12,7 @@ statelessly (§16.7 step 10, §16.11, RFC 6026).
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from twisted.internet import defer
@@ -154,6 +155,12 @@ class ProxyRole(BaseRole):
         # --trusted peers skip digest auth and may relay (see _authorise); with users,
         # one AuthGuard (registrar.bruteforce) serves this proxy and its registrar.
         self.trusted = Trusted(tuple(config.get("trusted") or ()))
+        # Signs our Record-Route when we authenticate: in-dialog requests skip the 407
+        # only if their Route carries the mark of their own dialog (no relay by forged
+        # Route). Without --users nothing is authenticated, so nothing is signed.
+        self.rr_secret: bytes = config.get("rr-secret") or b""
+        if self.users is not None and not self.rr_secret:
+            self.rr_secret = os.urandom(32)
         self.auth_guard: AuthGuard | None = None
         if self.users is not None:
             self.auth_guard = guard_from_config(config, clock)
@@ -190,6 +197,7 @@ class ProxyRole(BaseRole):
                 endpoint.interface, endpoint.port, self.domains,
                 via_port=getattr(endpoint, "send_port", None),
                 via_ports=frozenset(self.config.get("worker-ports") or ()),
+                rr_secret=self.rr_secret,
             )
         return self._me
 
@@ -230,7 +238,7 @@ class ProxyRole(BaseRole):
             return
         # §16.6 step 8: the loop hash covers the request as it reached us.
         loop_part = loop_hash(request, request.top_via)
-        popped = preprocess_routes(request, me)  # §16.4
+        popped = preprocess_routes(request, me)  # §16.4: the Route of ours it removed
         decision = classify(request, me)
         if request.method == "REGISTER" and decision.kind in ("lookup", "local"):
             # REGISTER for one of our domains: the registrar's business (§10.3).
@@ -277,7 +285,7 @@ class ProxyRole(BaseRole):
 
     # -- authorisation (§22.3; the no-open-relay policy) ------------------------------------
     def _authorise(
-        self, request: Request, decision: Decision, popped: bool, source: Address
+        self, request: Request, decision: Decision, popped: SipURI | None, source: Address
     ) -> tuple[Response, float] | None:
         """None to go on, else the response refusing the request and how many seconds
         to hold it back (registrar.bruteforce's per-account delay).
@@ -290,7 +298,7 @@ class ProxyRole(BaseRole):
         """
         if self.authenticators is None:
             return None
-        if request.to.tag is not None and popped:
+        if request.to.tag is not None and self.me.authorised_dialog(popped, request.call_id):
             return None
         if source.host in self.trusted:
             return None
@@ -530,7 +538,7 @@ class ProxyRole(BaseRole):
             dest = addresses[0]
             record_route = None
             if request.method in DIALOG_CREATING and request.to.tag is None:
-                record_route = self.me.record_route(env.source.transport)
+                record_route = self.me.record_route(env.source.transport, request.call_id)
             via = self.me.via(dest.transport, make_branch(env.loop_part))
             out = build_branch_request(request, target, via, record_route)
             branch.request = out
@@ -588,7 +596,8 @@ class ProxyRole(BaseRole):
         if decision.kind in ("local", "lookup"):
             log.debug("ACK for {uri} has nowhere to go", uri=str(ack.uri))
             return
-        if (self.authenticators is not None and not popped
+        if (self.authenticators is not None
+                and not me.authorised_dialog(popped, ack.call_id)
                 and (source is None or source.host not in self.trusted)):
             # No open relay for ACKs either: an ACK cannot be challenged (RFC 3261
             # §22.1), so with --users we only pass on those that follow our own

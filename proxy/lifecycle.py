@@ -93,8 +93,6 @@ def drain(stack: Any, role: Any, clock: Any, grace: float) -> Any:
             cancelled += 1
     while _pending_server_txs(stack) and elapsed() < grace:
         yield task.deferLater(clock, _POLL, lambda: None)
-    for tx, context in list(contexts.items()):
-        log.info("DEBUG {tx} {st} {fs} {b}", tx=tx, st=tx.state, fs=context.final_sent, b=[(b.state, b.final) for b in context.branches])
     # 3. Whoever still has no final response gets 503: better than silence until
     #    their Timer B/F fires.
     refused = 0

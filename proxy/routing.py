@@ -8,6 +8,9 @@ target set, and `q_groups` orders bindings for parallel-then-sequential forking.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -36,6 +39,8 @@ __all__ = [
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+#: The Record-Route parameter carrying our per-dialog mark (`LocalIdentity.dialog_mark`).
+DIALOG_MARK = "dlg"
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -116,6 +121,9 @@ class LocalIdentity:
     #: every worker's, so that a Via of a sibling counts as ours (loop detection).
     via_port: int | None = None
     via_ports: frozenset[int] = frozenset()
+    #: With --users: the key that signs our Record-Route per dialog (see `dialog_mark`),
+    #: so that only requests of dialogs we authorised skip authentication later.
+    rr_secret: bytes = b""
 
     def is_me(self, uri: URI) -> bool:
         """The URI names this element's address (§16.4: a Route or Request-URI value
@@ -136,11 +144,31 @@ class LocalIdentity:
         port = via.port or 5060
         return port == self.port or port in self.via_ports
 
-    def record_route(self, transport: str = "UDP") -> str:
-        """The Record-Route value we insert (§16.6 step 4): loose routing, our address."""
+    def record_route(self, transport: str = "UDP", call_id: str | None = None) -> str:
+        """The Record-Route value we insert (§16.6 step 4): loose routing, our address,
+        and, when we authenticate, a mark binding it to the dialog's Call-ID."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         param = "" if transport.upper() == "UDP" else f";transport={transport.lower()}"
+        if self.rr_secret and call_id is not None:
+            param += f";{DIALOG_MARK}={self.dialog_mark(call_id)}"
         return f"<sip:{host}:{self.port}{param};lr>"
+
+    def dialog_mark(self, call_id: str) -> str:
+        """HMAC of the Call-ID: a Route carrying it was Record-Routed by us for a dialog
+        whose set-up we authorised. Call-ID rather than tags because the callee's tag
+        does not exist yet when the INVITE is record-routed; it is the same both ways."""
+        digest = hmac.new(self.rr_secret, call_id.encode("utf-8", "surrogateescape"),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:12]).decode()
+
+    def authorised_dialog(self, popped: SipURI | None, call_id: str) -> bool:
+        """The Route we removed (§16.4) carries our mark for this Call-ID."""
+        if popped is None:
+            return False
+        if not self.rr_secret:
+            return True  # no authentication configured: nothing to prove
+        mark = popped.params.get(DIALOG_MARK)
+        return mark is not None and hmac.compare_digest(mark, self.dialog_mark(call_id))
 
     def via(self, transport: str, branch: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -148,25 +176,28 @@ class LocalIdentity:
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
 
 
-def preprocess_routes(request: Request, me: LocalIdentity) -> bool:
-    """RFC 3261 §16.4, in place. Returns True if a Route naming us was removed.
+def preprocess_routes(request: Request, me: LocalIdentity) -> SipURI | None:
+    """RFC 3261 §16.4, in place. Returns the Route naming us that was removed, if any.
 
     1. The Request-URI is a value we Record-Routed: the previous hop is a strict router
        (RFC 2543), which put the remote target into the last Route. Restore it.
     2. The top Route names us: remove it (loose routing, §16.12).
     """
-    popped = False
+    popped: SipURI | None = None
     if me.is_me(request.uri) and "Route" in request.headers:
         routes = request.headers.get_all("Route")
+        if isinstance(request.uri, SipURI):
+            popped = request.uri
         request.uri = parse_name_addr(routes[-1]).uri
         request.headers.remove("Route")
         for value in routes[:-1]:
             request.headers.add("Route", value)
-        popped = True
     routes = request.routes
     if routes and me.is_me(routes[0].uri):
+        uri = routes[0].uri
         request.headers.pop_first("Route")
-        popped = True
+        if isinstance(uri, SipURI):
+            popped = uri
     return popped
 
 

@@ -268,6 +268,27 @@ class ServerOptions(usage.Options):
             )
 
 
+def load_or_create_secret(path: str) -> bytes:
+    """32 random bytes kept in `path` (mode 0600), made on first use.
+
+    Kept on disk, not per process, so that dialogs set up before a restart, or through
+    another worker, still carry a Record-Route this process accepts.
+    """
+    try:
+        with open(path, "rb") as f:
+            secret = f.read()
+        if len(secret) >= 16:
+            return secret
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    secret = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
+
+
 class ProxyOptions(ServerOptions):
     """`twistd sipproxy`: the proxy with its embedded registrar."""
 
@@ -275,6 +296,9 @@ class ProxyOptions(ServerOptions):
         ["redirect-server", None, None,
          "Ask this redirect server (HOST:PORT) about foreign domains."],
         ["dns", None, None, "DNS server (HOST:PORT) for RFC 3263 NAPTR/SRV/A lookups."],
+        ["rr-secret-file", None, "var/rr-secret",
+         "With --users: key that signs our Record-Route (created if missing; share it "
+         "between the workers and restarts of one proxy)."],
     ]
 
     def __init__(self) -> None:
@@ -299,4 +323,10 @@ class ProxyOptions(ServerOptions):
             self["redirect-server"] = parse_hostport(self["redirect-server"])
         if self["dns"] is not None:
             self["dns"] = parse_hostport(self["dns"], 53)
+        self["rr-secret"] = b""
+        if self["users"] is not None:
+            try:
+                self["rr-secret"] = load_or_create_secret(self["rr-secret-file"])
+            except OSError as err:
+                raise usage.UsageError(f"--rr-secret-file: {err}") from None
 

@@ -229,6 +229,22 @@ def test_foreign_sender_cannot_relay_to_another_foreign_domain(proxy, peers, sin
     assert proxy.alive()
 
 
+def test_forged_in_dialog_request_is_not_relayed(proxy, peers, sink):
+    """A To tag and a Route naming us do not make a dialog: our Record-Route carries a
+    per-dialog mark (HMAC of the Call-ID) that a made-up Route lacks."""
+    mallory = peers()
+    route = f"Route: <sip:127.0.0.1:{proxy.port};lr>"
+    for method in ("MESSAGE", "INVITE", "BYE"):
+        answer = mallory.request(
+            sip(method, "sip:dave@c.lab", mallory, route,
+                from_="sip:mallory@evil.example", to="sip:dave@c.lab;tag=forged"),
+            addr(proxy),
+        )
+        assert answer is not None and answer.status == 403, (method, answer)
+    assert sink.next_request(timeout=0.5) is None
+    assert proxy.alive()
+
+
 def test_foreign_sender_reaches_local_users_without_a_challenge(proxy, peers):
     bob = peers()
     answer, _ = login(bob, addr(proxy), "bob", "hunter2")

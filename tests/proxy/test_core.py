@@ -7,6 +7,7 @@ import pytest
 from twisted.internet import task
 
 from proxy.core import ProxyRole
+from registrar.location import Binding
 from sipcore.digest import Challenge, answer_challenge
 from sipcore.message import make_response
 from sipcore.twisted.transport import Address
@@ -179,9 +180,44 @@ def test_no_open_relay(clock, tmp_path):
 
 def test_in_dialog_request_through_our_route_needs_no_auth(clock, tmp_path):
     role = make_role(clock, tmp_path, USERS)
+    mark = role.me.dialog_mark("call-1")
     bye = invite("sip:bob@10.0.0.2:5080", method="BYE", to_tag="t",
-                 extra="Route: <sip:127.0.0.1:5060;lr>\n")
+                 extra=f"Route: <sip:127.0.0.1:5060;dlg={mark};lr>\n")
     assert deliver(role, bye).statuses == []
     (out,) = role.stack.sent("BYE")
     assert out.dest == Address("UDP", "10.0.0.2", 5080)
     assert "Record-Route" not in out.request.headers
+
+
+def test_record_route_carries_the_dialog_mark_when_authenticating(clock, tmp_path):
+    role = make_role(clock, tmp_path, USERS)
+    role.location.put(Binding(aor="sip:bob@a.lab", contact="sip:bob@10.0.0.2:5080",
+                              expires_at=clock.seconds() + 600, call_id="r", cseq=1))
+    deliver(role, invite(from_="sip:carol@b.lab"))  # foreign caller to our user: no 407
+    (out,) = role.stack.sent("INVITE")
+    assert f";dlg={role.me.dialog_mark('call-1')};lr>" in out.request.headers.get(
+        "Record-Route")
+
+
+@pytest.mark.parametrize(
+    ("route", "caller", "status"),
+    [
+        # A made-up Route naming us, no mark: a local user must authenticate ...
+        ("<sip:127.0.0.1:5060;lr>", "sip:alice@a.lab", 407),
+        # ... and a stranger may not use us to reach another domain.
+        ("<sip:127.0.0.1:5060;lr>", "sip:mallory@evil.lab", 403),
+        # A mark copied from another dialog does not fit this Call-ID.
+        ("<sip:127.0.0.1:5060;dlg=AAAAAAAAAAAAAAAA;lr>", "sip:mallory@evil.lab", 403),
+    ],
+)
+def test_forged_in_dialog_request_is_not_relayed(clock, tmp_path, route, caller, status):
+    role = make_role(clock, tmp_path, USERS)
+    message = invite("sip:victim@c.lab", method="MESSAGE", to_tag="t", from_=caller,
+                     extra=f"Route: {route}\n")
+    assert deliver(role, message).statuses == [status]
+    assert role.stack.sent("MESSAGE") == []
+
+
+def test_without_users_record_route_is_unsigned(clock):
+    role = make_role(clock)
+    assert role.me.record_route("UDP", "call-1") == "<sip:127.0.0.1:5060;lr>"

@@ -12,7 +12,7 @@ from proxy.routing import (
     uri_address,
 )
 from sipcore.twisted.transport import Address
-from sipcore.uri import parse_uri
+from sipcore.uri import parse_name_addr, parse_uri
 from tests.proxy.fakes import invite
 
 ME = LocalIdentity("127.0.0.1", 5060, frozenset({"a.lab", "a2.lab"}))
@@ -23,14 +23,14 @@ def test_loose_route_naming_us_is_removed():
         "sip:bob@10.0.0.9:5080",
         extra="Route: <sip:127.0.0.1:5060;lr>, <sip:10.0.0.7;lr>\n",
     )
-    assert preprocess_routes(request, ME) is True
+    assert str(preprocess_routes(request, ME)) == "sip:127.0.0.1:5060;lr"
     assert request.headers.get_all("Route") == ["<sip:10.0.0.7;lr>"]
     assert str(request.uri) == "sip:bob@10.0.0.9:5080"
 
 
 def test_route_not_naming_us_stays():
     request = invite("sip:bob@10.0.0.9", extra="Route: <sip:10.0.0.7;lr>\n")
-    assert preprocess_routes(request, ME) is False
+    assert preprocess_routes(request, ME) is None
     assert request.headers.get_all("Route") == ["<sip:10.0.0.7;lr>"]
 
 
@@ -41,7 +41,7 @@ def test_strict_router_upstream_restores_request_uri():
         "sip:127.0.0.1:5060;lr",
         extra="Route: <sip:10.0.0.7;lr>\nRoute: <sip:bob@10.0.0.9:5080>\n",
     )
-    assert preprocess_routes(request, ME) is True
+    assert preprocess_routes(request, ME) is not None  # our Record-Route, as Request-URI
     assert str(request.uri) == "sip:bob@10.0.0.9:5080"
     assert request.headers.get_all("Route") == ["<sip:10.0.0.7;lr>"]
 
@@ -92,3 +92,16 @@ def test_addresses():
     assert parse_received("10.0.0.1:5062") == Address("UDP", "10.0.0.1", 5062)
     assert parse_received("garbage") is None
     assert parse_received(None) is None
+
+
+def test_dialog_mark_binds_the_route_to_its_call_id():
+    signing = LocalIdentity("127.0.0.1", 5060, frozenset({"a.lab"}), rr_secret=b"k" * 32)
+    value = signing.record_route("UDP", "call-1")
+    uri = parse_name_addr(value).uri
+    assert signing.authorised_dialog(uri, "call-1")
+    assert not signing.authorised_dialog(uri, "call-2")
+    assert not signing.authorised_dialog(None, "call-1")
+    other = LocalIdentity("127.0.0.1", 5060, frozenset({"a.lab"}), rr_secret=b"j" * 32)
+    assert not other.authorised_dialog(uri, "call-1")
+    # Without a secret nothing is authenticated, so any Route of ours will do.
+    assert ME.authorised_dialog(parse_name_addr("<sip:127.0.0.1:5060;lr>").uri, "x")
