@@ -132,9 +132,7 @@ def reload_users(path: str | None, holders: Iterable[Any]) -> bool:
         if users is None or id(users) in seen:
             continue
         seen.add(id(users))
-        # The Users object is shared (proxy, registrar, digest authenticators), so
-        # replacing its table in place reaches every one of them atomically.
-        users._entries = fresh._entries
+        users.replace(fresh)
     log.info("reloaded {n} user(s) from {path}", n=len(fresh), path=path)
     return bool(seen)
 

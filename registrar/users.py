@@ -69,6 +69,11 @@ class Users:
         for entry in entries:
             self.add(entry)
 
+    def replace(self, other: Users) -> None:
+        """Take `other`'s users in one step (SIGHUP reload): every holder of this
+        object (proxy, registrar, digest authenticators) sees the new table at once."""
+        self._entries = dict(other._entries)
+
     def add(self, entry: UserEntry) -> None:
         key = (entry.user, entry.domain.lower())
         if key in self._entries:
