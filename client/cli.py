@@ -23,6 +23,7 @@ call that fits is meant)::
                         participant hears all the others and us (needs the media engine);
                         one hanging up leaves the rest mixed; our leaving (hangup all,
                         quit) ends every call
+    dtmf DIGITS [N]     send DTMF (RFC 4733 telephone-events: 0-9 * # A-D)
     status              print the registration and every call
     quit                hang up everything, unregister and exit
 
@@ -48,6 +49,8 @@ line never wraps and nothing else goes to stdout (diagnostics go to stderr with
             | hangup              we hung up
             | cancelled           the caller cancelled before we answered
             | error <text>        anything else (no ACK, no usable SDP ...)
+    call <n> dtmf <digit>                       the peer sent a DTMF digit (RFC 4733)
+    call <n> dtmf-sent <digits>                 our digits are queued for sending
     conference on <n>,<n>[,...]                 we mix these calls (again after a change)
     conference off                              down to one call: plain audio again
     status registration <unregistered|registering|registered|failed|disabled>
@@ -359,6 +362,13 @@ class App:
             raise ValueError("usage: conference")
         self.ua.conference()  # reports `conference on N,M`
 
+    def cmd_dtmf(self, rest: list[str]) -> None:
+        if len(rest) not in (1, 2):
+            raise ValueError("usage: dtmf DIGITS [N]")
+        call = self._pick(rest[1:], ("confirmed", "remote-held"), "send DTMF")
+        queued = self.ua.send_dtmf(call, rest[0])
+        self.write(f"call {call.number} dtmf-sent {rest[0][:queued]}")
+
     def cmd_status(self, rest: list[str]) -> None:
         state = self.ua.registration.state if self.ua.config.register else "disabled"
         self.write(f"status registration {state}")
@@ -376,7 +386,7 @@ class App:
                 self.write(f"status media {call.number} {fields}".rstrip())
 
     def cmd_help(self, rest: list[str]) -> None:
-        self.write("help call invite answer reject hangup hold resume conference status quit")
+        self.write("help call invite answer reject hangup hold resume dtmf conference status quit")
 
     def cmd_quit(self, rest: list[str]) -> None:
         self.quit()

@@ -446,7 +446,23 @@ class UserAgent(BaseRole):
             log.failure("media setup failed")
             self.report(f"error media: {err}")
             return False
+        if hasattr(call.media, "on_dtmf"):
+            # RFC 4733 digits the peer sends: one line each, like every other event.
+            call.media.on_dtmf = lambda digit: self.report(f"call {call.number} dtmf {digit}")
         return True
+
+    def send_dtmf(self, call: Call, digits: str) -> int:
+        """Send RFC 4733 telephone-events on `call`; how many digits were queued.
+
+        ValueError for a digit outside 0-9, *, #, A-D, or when the media engine or the
+        peer cannot carry them (no telephone-event negotiated, or we are not sending)."""
+        send = getattr(call.media, "send_dtmf", None)
+        if send is None:
+            raise ValueError("DTMF needs the media engine")
+        queued = int(send(digits))
+        if queued == 0:
+            raise ValueError("the peer did not accept telephone-event, or we are on hold")
+        return queued
 
     # ------------------------------------------------------------------ outgoing calls
     def target_uri(self, text: str) -> Any:

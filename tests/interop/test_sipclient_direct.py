@@ -7,6 +7,7 @@ tests exercise the user agent alone. Through-proxy flows are in test_sipclient_p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -315,3 +316,24 @@ def test_hostile_datagrams_do_not_kill_the_client(client: Callable[..., SipClien
     # No bug surfaced in the role ("handler failed": the transport caught an exception;
     # "failed" from the UA's own guard) - warnings about unreachable Vias are fine.
     assert "handler failed" not in log and "handling " not in log
+
+
+def test_dtmf_both_ways(client: Callable[..., SipClient]) -> None:
+    """`dtmf` sends RFC 4733 telephone-events; the peer prints each digit once."""
+    bob = client("bob", "--auto-answer")
+    alice = client("alice", "--proxy", _to(bob))
+    alice.send("call bob")
+    alice.expect(r"call 1 connected$")
+    bob.expect(r"call 1 connected$")
+    alice.send("dtmf 12#")
+    alice.expect(r"call 1 dtmf-sent 12#$")
+    for digit in ("1", "2", "#"):
+        bob.expect(rf"call 1 dtmf {re.escape(digit)}$")
+    bob.send("dtmf 9")
+    alice.expect(r"call 1 dtmf 9$")
+    alice.send("dtmf x")
+    alice.expect(r"error: .*not a DTMF digit")
+    alice.send("hangup")
+    bob.expect(r"call 1 ended bye$")
+    assert alice.quit() == 0
+    assert bob.quit() == 0
