@@ -55,6 +55,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", help="HOST:PORT of another server to measure")
     parser.add_argument("--domain", default="a.lab")
+    parser.add_argument("--target-pid", type=int, default=0,
+                        help="PID of the --target server (its process tree's CPU and RSS)")
+    parser.add_argument("--config-name", default="",
+                        help="the config= field of the RESULT line (default: workersN)")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all")
     parser.add_argument("--sipp", type=int, default=1, help="sipp callers sharing the load")
     parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
@@ -106,7 +110,8 @@ def main() -> int:
                 for _ in range(args.sipp)
             ]
 
-        pids = server.pids if server else None
+        pids = server.pids if server else (
+            sipplib.process_tree(args.target_pid) if args.target_pid else None)
 
         def step(rate: int) -> sipplib.Step:
             result = sipplib.run_step(rate, args.seconds, commands, workdir, pids,
@@ -116,9 +121,11 @@ def main() -> int:
 
         best = sipplib.ramp(label, start, maximum, args.seconds, bisect, step,
                             max_steps=max_steps, budget=budget)
-        rss = sipplib.rss_mib(server.pids) if server else None
+        if server:
+            pids = server.pids
+        rss = sipplib.rss_mib(pids) if pids else None
         print(sipplib.summary(label, best, rss, "calls"), flush=True)
-        sipplib.result_line(bench="calls", config=f"workers{args.workers}",
+        sipplib.result_line(bench="calls", config=args.config_name or f"workers{args.workers}",
                             rate=best.rate if best else 0,
                             cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
                             rss=sipplib.fmt(rss, 0))

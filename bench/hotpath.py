@@ -70,13 +70,13 @@ class Wire:
         return PROXY
 
 
-def make_proxy() -> tuple[SipStack, Wire]:
+def make_proxy(clock: Any = None) -> tuple[SipStack, Wire]:
     config = {
         "domains": ["a.lab"], "location": "memory:", "users": None, "routes": {},
         "upstreams": [], "interface": "127.0.0.1", "port": 5060,
         "auth-algorithms": "SHA-256,MD5",
     }
-    clock = NullClock()
+    clock = clock or NullClock()
     role = ProxyRole(config, clock)
     stack = SipStack(clock, role, interface="127.0.0.1", port=5060, log_messages=False)
     role.stack = stack

@@ -65,7 +65,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
                 [*extra, "-key", "domain", args.domain]))
         return argvs
 
-    pids = server.pids if server else None
+    pids = server.pids if server else target_pids(args)
 
     def step(rate: int) -> sipplib.Step:
         return sipplib.run_step(rate, args.seconds, commands, workdir, pids,
@@ -73,14 +73,20 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
 
     best = sipplib.ramp(label, args.start, args.max_rate, args.seconds, args.bisect, step,
                         max_steps=args.max_steps, budget=args.budget)
-    rss = sipplib.rss_mib(server.pids) if server else None
+    pids_after = server.pids if server else target_pids(args)
+    rss = sipplib.rss_mib(pids_after) if pids_after else None
     print(sipplib.summary(label, best, rss, "REGISTER"), flush=True)
-    key = label.split(":")[0].replace(" ", "_")
+    key = args.config_name or label.split(":")[0].replace(" ", "_")
     sipplib.result_line(bench="register", config=key,
                         rate=best.rate if best else 0,
                         cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
                         rss=sipplib.fmt(rss, 0))
     return best
+
+
+def target_pids(args: argparse.Namespace) -> list[int] | None:
+    """The --target server's processes (CPU%, RSS), when its PID was given."""
+    return sipplib.process_tree(args.target_pid) if args.target_pid else None
 
 
 def local_runs(args: argparse.Namespace, workdir: Path) -> None:
@@ -96,6 +102,9 @@ def local_runs(args: argparse.Namespace, workdir: Path) -> None:
     ]
     if args.quick:
         configs = configs[:1]
+    if args.only:
+        wanted = set(args.only.split(","))
+        configs = [c for c in configs if c[0] in wanted]
     for name, extra, with_auth in configs:
         if workers and "memory:" in extra:
             continue  # --workers needs a shared store
@@ -112,10 +121,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", help="HOST:PORT of another server to measure")
     parser.add_argument("--domain", default="a.lab")
+    parser.add_argument("--target-pid", type=int, default=0,
+                        help="PID of the --target server (its process tree's CPU and RSS)")
+    parser.add_argument("--config-name", default="",
+                        help="the config= field of the RESULT line (default: from the label)")
     parser.add_argument("--quick", action="store_true", help="a few seconds in all")
     parser.add_argument("--sipp", type=int, default=1, help="sipp processes sharing the load")
     parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="one step at this rate instead of a ramp (e.g. a step longer "
+                             "than Timer J, 32 s, to see lingering transactions pile up)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated configs: memory,sqlite,memory+auth,sqlite+auth")
     args = parser.parse_args()
     args.quick = sipplib.quick_mode() or args.quick
     args.start, args.max_rate, args.bisect = 500, 16000, 3
@@ -123,6 +141,10 @@ def main() -> int:
     if args.quick:
         args.seconds, args.start, args.max_rate, args.bisect = 1.0, 100, 200, 0
         args.max_steps, args.budget = 2, 20.0
+    if args.rate > 0:
+        args.start = args.max_rate = args.rate
+        args.bisect, args.max_steps = 0, 1
+        args.budget = args.seconds + 60.0
     if sipplib.sipp_binary() is None:
         print("sipp is not installed (Debian package sip-tester); nothing measured")
         return 0

@@ -360,8 +360,9 @@ def run_step(
 def settle(host: str, port: int, limit: float = 40.0) -> None:
     """Wait (bounded) until the server answers 200 at once again, so that one step's
     backlog is not charged to the next: retransmissions, and the 503s of the overload
-    guard, which sheds while the transactions of an overloaded step (Timer J: 32 s
-    over UDP) still count against --max-transactions."""
+    guard, which sheds while the transactions of an overloaded step are still in
+    progress (--max-transactions) or lingering (Timer J: 32 s over UDP,
+    --max-lingering)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         started = time.perf_counter()

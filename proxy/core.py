@@ -566,7 +566,7 @@ class ProxyRole(BaseRole):
     ) -> None:
         # §16.10: the stack answered the CANCEL 200; we end the INVITE with 487 and
         # CANCEL every pending branch (each only once it has a provisional, §9.1).
-        if invite_tx.final_response is None:
+        if invite_tx.final_response is None and invite_tx.request is not None:
             invite_tx.send_response(make_response(invite_tx.request, 487, to_tag=new_tag()))
         context = self.contexts.get(invite_tx)
         if context is not None:

@@ -50,7 +50,9 @@ def order_srv(records: list[Any], rng: random.Random | None = None) -> list[Any]
     for rec in records:
         by_priority.setdefault(rec.priority, []).append(rec)
     for priority in sorted(by_priority):
-        pool = list(by_priority[priority])
+        # RFC 2782: weight-0 records first, so that the running-sum pick below gives
+        # them the (small) chance the RFC means them to have.
+        pool = sorted(by_priority[priority], key=lambda r: r.weight != 0)
         while pool:
             total = sum(r.weight for r in pool)
             pick = rng.uniform(0, total) if total else 0

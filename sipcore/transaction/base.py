@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,6 +104,12 @@ class Transaction:
     call the helpers below.
     """
 
+    __slots__ = (
+        "request", "method", "tu", "clock", "reliable", "timers", "branch", "state",
+        "key", "lingering", "_send", "_calls", "_terminated_observers", "_finished",
+        "_table", "_linger_name", "_linger_deadline",
+    )
+
     #: The state a transaction of this kind is created in (set by each subclass).
     initial_state: State
 
@@ -125,18 +134,31 @@ class Transaction:
     ) -> None:
         if not self._accepts(request.method):
             raise ValueError(f"{type(self).__name__} cannot be created for {request.method}")
-        self.request = request
-        self.method: str = request.method
+        #: The request that created the transaction. ``None`` once the transaction only
+        #: lingers (see :meth:`_linger`) where nothing needs it any more.
+        self.request: Request | None = request
+        # Interned: thousands of lingering transactions share one "REGISTER".
+        self.method: str = sys.intern(request.method)
         self.tu = tu
         self.clock = clock
         self.reliable = reliable
         self.timers = timers.for_transport(reliable)
         self.branch: str | None = request.top_via.branch
         self.state = self.initial_state
+        #: True once the transaction's work is done and it only absorbs retransmissions
+        #: until its wait timer (Completed, Confirmed, Accepted): the table counts these
+        #: apart from live ones, so overload control limits work in progress.
+        self.lingering = False
         self._send = send
         self._calls: dict[str, DelayedCall] = {}
-        self._terminated_observers: list[Callable[[Transaction], None]] = []
+        # Created on first use: most transactions only have their table to tell.
+        self._terminated_observers: list[Callable[[Transaction], None]] | None = None
         self._finished = False
+        #: The table we are filed in (it keeps the lingering count); set by the table.
+        self._table: Any = None
+        #: The wait timer run by the shared :class:`_LingerQueue`, and when it is due.
+        self._linger_name: str | None = None
+        self._linger_deadline = 0.0
         #: The key a :class:`TransactionTable` files this transaction under.
         self.key: tuple[Any, ...] = self._make_key(request)
 
@@ -147,14 +169,19 @@ class Transaction:
     @property
     def active_timers(self) -> frozenset[str]:
         """Names ("A", "B", ...) of the timers currently running; for tests and logs."""
-        return frozenset(name for name, call in self._calls.items() if call.active())
+        names = {name for name, call in self._calls.items() if call.active()}
+        if self._linger_name is not None:
+            names.add(self._linger_name)
+        return frozenset(names)
 
     def add_terminated_observer(self, observer: Callable[[Transaction], None]) -> None:
         """Call ``observer(tx)`` on entering Terminated, before ``tu.terminated``.
 
-        The transaction table uses this to drop the transaction (§17.1.1.2: once
-        terminated, the transaction MUST be destroyed).
+        (The transaction table is told directly, through ``_table``, so that it can
+        drop the transaction: §17.1.1.2, once terminated it MUST be destroyed.)
         """
+        if self._terminated_observers is None:
+            self._terminated_observers = []
         self._terminated_observers.append(observer)
 
     def transport_error(self) -> None:
@@ -207,14 +234,44 @@ class Transaction:
                 call.cancel()
 
     def _cancel_all(self) -> None:
-        self._cancel(*list(self._calls))
+        if self._calls:
+            self._cancel(*list(self._calls))
+        # The queue entry stays behind and is skipped when due (see _LingerQueue).
+        self._linger_name = None
 
     def _wait_then_terminate(self, name: str, delay: float) -> None:
         """Timers D, I, J, K: wait ``delay``; zero (reliable transport) means now."""
         if delay <= 0:
             self._terminate()
         else:
-            self._start(name, delay, self._terminate)
+            self._linger(name, delay)
+
+    def _linger(self, name: str, delay: float) -> None:
+        """Enter a lingering state: wait ``delay`` (timer ``name``), then terminate.
+
+        Every transaction of one clock waiting out the same delay expires in the order
+        it started waiting, so one queue with one reactor timer serves them all (see
+        :class:`_LingerQueue`) instead of one `DelayedCall` each: tens of thousands of
+        UDP REGISTER transactions sit in Completed for Timer J (32 s) at any moment.
+        """
+        self._cancel(name)
+        self._mark_lingering()
+        self._slim()
+        self._linger_name = name
+        self._linger_deadline = _LingerQueue.of(self.clock, delay).push(self)
+
+    def _mark_lingering(self) -> None:
+        if not self.lingering:
+            self.lingering = True
+            if self._table is not None:
+                self._table.lingering += 1
+
+    def _slim(self) -> None:
+        """Drop what a lingering transaction no longer needs (each machine knows what)."""
+
+    def _linger_expired(self) -> None:
+        self._linger_name = None
+        self._terminate()
 
     def _terminate(self) -> None:
         """Enter Terminated and tell the table, then the TU (only the first time)."""
@@ -223,6 +280,70 @@ class Transaction:
         if self._finished:
             return
         self._finished = True
-        for observer in self._terminated_observers:
+        table = self._table
+        if table is not None:
+            table.remove(self)
+        for observer in self._terminated_observers or ():
             observer(self)
         self.tu.terminated(self)
+
+
+class _LingerQueue:
+    """Transactions waiting out one fixed delay on one clock, in due order.
+
+    The delay is the same for every entry, so entries are pushed in due order and a
+    deque is a priority queue: one reactor timer, armed for the head, expires every
+    entry that is due. A transaction that left its lingering state early (transport
+    error) is skipped when its entry comes up rather than searched for.
+    """
+
+    __slots__ = ("clock", "delay", "entries", "call", "__weakref__")
+
+    #: clock -> {delay: queue}; weak so that a test's ``task.Clock`` takes its queues
+    #: (and whatever they still hold) with it.
+    _queues: weakref.WeakKeyDictionary[Any, dict[float, _LingerQueue]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        self.clock = clock
+        self.delay = delay
+        self.entries: deque[tuple[float, Transaction]] = deque()
+        self.call: DelayedCall | None = None
+
+    @classmethod
+    def of(cls, clock: Clock, delay: float) -> _LingerQueue:
+        try:
+            by_delay = cls._queues[clock]
+        except KeyError:
+            by_delay = cls._queues[clock] = {}
+        except TypeError:  # a clock that cannot be weakly referenced: one queue each
+            return cls(clock, delay)
+        queue = by_delay.get(delay)
+        if queue is None:
+            queue = by_delay[delay] = cls(clock, delay)
+        return queue
+
+    def push(self, tx: Transaction) -> float:
+        """Append ``tx``; returns its deadline."""
+        deadline = self.clock.seconds() + self.delay
+        self.entries.append((deadline, tx))
+        if self.call is None:
+            self.call = self.clock.callLater(self.delay, self._expire)
+        return deadline
+
+    def _expire(self) -> None:
+        self.call = None
+        entries = self.entries
+        now = self.clock.seconds()
+        while entries and entries[0][0] <= now:
+            deadline, tx = entries.popleft()
+            if tx._linger_name is not None and tx._linger_deadline == deadline:
+                try:
+                    tx._linger_expired()
+                except Exception:
+                    # One failing TU callback must not hold up the entries behind it
+                    # (with a DelayedCall each, it would not have either).
+                    log.exception("%r: error on terminating", tx)
+        if entries:
+            self.call = self.clock.callLater(max(0.0, entries[0][0] - now), self._expire)

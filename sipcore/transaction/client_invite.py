@@ -81,6 +81,8 @@ class ClientInviteTransaction(Transaction):
     sent here and is available as :attr:`ack`.
     """
 
+    __slots__ = ("_started", "_timer_a", "ack")
+
     initial_state = State.CALLING
     _make_key = staticmethod(client_key)
 
@@ -100,7 +102,7 @@ class ClientInviteTransaction(Transaction):
         if self._started:
             raise RuntimeError(f"{self!r} already started")
         self._started = True
-        if not self._transmit(self.request):
+        if self.request is None or not self._transmit(self.request):
             return
         if self._timer_a is not None:  # unreliable transport only
             self._start("A", self._timer_a, self._on_timer_a)
@@ -120,13 +122,14 @@ class ClientInviteTransaction(Transaction):
                 # from other forks still reach the TU, which ACKs each one (§13.2.2.4).
                 self._cancel("A", "B")
                 self.state = State.ACCEPTED
-                self._start("M", self.timers.m, self._terminate)
+                self._linger("M", self.timers.m)
                 self.tu.response_received(self, response)
             else:
                 self._cancel("A", "B")
                 self.state = State.COMPLETED
                 self.tu.response_received(self, response)
                 if self.state is State.COMPLETED:  # the TU did not end us meanwhile
+                    assert self.request is not None
                     self.ack = build_non_2xx_ack(self.request, response)
                     if self._transmit(self.ack):
                         self._wait_then_terminate("D", self.timers.d)
@@ -138,11 +141,17 @@ class ClientInviteTransaction(Transaction):
             if 200 <= status < 300:
                 self.tu.response_received(self, response)
 
+    def _slim(self) -> None:
+        # Completed only resends the ACK. Accepted keeps the INVITE: the TU builds a
+        # dialog from it for each 2xx that still arrives (RFC 6026 §8.4, forking).
+        if self.state is State.COMPLETED:
+            self.request = None
+
     def _on_timer_a(self) -> None:
         # §17.1.1.2: "the client transaction MUST retransmit the request ... and reset
         # the timer with a value of 2*T1" - the interval doubles every time, uncapped;
         # Timer B ends it.
         assert self._timer_a is not None
-        if self._transmit(self.request):
+        if self.request is not None and self._transmit(self.request):
             self._timer_a *= 2
             self._start("A", self._timer_a, self._on_timer_a)

@@ -45,6 +45,8 @@ class ClientNonInviteTransaction(Transaction):
     ``terminated(tx)``.
     """
 
+    __slots__ = ("_started", "_timer_e")
+
     initial_state = State.TRYING
     _make_key = staticmethod(client_key)
 
@@ -64,7 +66,7 @@ class ClientNonInviteTransaction(Transaction):
         if self._started:
             raise RuntimeError(f"{self!r} already started")
         self._started = True
-        if not self._transmit(self.request):
+        if self.request is None or not self._transmit(self.request):
             return
         if self._timer_e is not None:  # unreliable transport only
             self._start("E", self._timer_e, self._on_timer_e)
@@ -87,9 +89,13 @@ class ClientNonInviteTransaction(Transaction):
                 # a reliable transport there are none, so K is zero.
                 self._wait_then_terminate("K", self.timers.k)
 
+    def _slim(self) -> None:
+        # Completed absorbs response retransmissions and never sends again.
+        self.request = None
+
     def _on_timer_e(self) -> None:
         assert self._timer_e is not None
-        if not self._transmit(self.request):
+        if self.request is None or not self._transmit(self.request):
             return
         if self.state is State.PROCEEDING:
             # §17.1.2.2: in Proceeding, E is reset to T2 (a provisional shows the server

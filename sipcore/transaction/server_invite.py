@@ -45,6 +45,7 @@ from sipcore.message import make_response
 
 from .base import Clock, State, Transaction
 from .keys import server_key
+from .sent import SentResponse
 from .timers import DEFAULT_TIMERS, TRYING_DELAY, Timers
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class ServerInviteTransaction(Transaction):
     not sent a response within 200 ms. ``None`` switches that off for a TU that always
     answers at once (e.g. a proxy that sends 100 itself, §16.2).
     """
+
+    __slots__ = ("last_provisional", "final_response", "_timer_g")
 
     initial_state = State.PROCEEDING
     _make_key = staticmethod(server_key)
@@ -108,23 +111,37 @@ class ServerInviteTransaction(Transaction):
             elif status < 300:
                 # RFC 6026 §8.5: stay around (Accepted) instead of terminating, so that
                 # INVITE retransmissions are absorbed rather than seen as new requests.
-                self.final_response = response
+                sent = self.final_response = SentResponse(response)
                 self.state = State.ACCEPTED
-                if self._transmit(response):
-                    self._start("L", self.timers.l, self._terminate)
+                if self._transmit(sent):
+                    sent.settle()
+                    self._linger("L", self.timers.l)
             else:
-                self.final_response = response
+                # Completed resends these bytes (Timer G, INVITE retransmissions):
+                # keep them, not the parsed response.
+                sent = self.final_response = SentResponse(response)
                 self.state = State.COMPLETED
-                if self._transmit(response):
+                if self._transmit(sent):
+                    sent.settle()
+                    self._mark_lingering()
+                    self._slim()
                     if self._timer_g is not None:  # unreliable transport only
                         self._start("G", self._timer_g, self._on_timer_g)
                     self._start("H", self.timers.h, self._time_out)
         elif state is State.ACCEPTED and 200 <= status < 300:
             # RFC 6026 §8.6: the UAS core retransmits its 2xx (§13.3.1.4) through us.
-            self.final_response = response
-            self._transmit(response)
+            sent = self.final_response = SentResponse(response)
+            if self._transmit(sent):
+                sent.settle()
         else:
             log.debug("%r: discarding %d from the TU", self, status)
+
+    def _slim(self) -> None:
+        # Completed, Confirmed and Accepted resend final_response's bytes, pass ACKs to
+        # the TU (Accepted) or absorb them; the INVITE itself is no longer needed. The
+        # RFC 2543 ACK key the table may need was computed when it filed us.
+        self.request = None
+        self.last_provisional = None
 
     # -- from the transport -------------------------------------------------------------
     def receive_request(self, request: Request) -> None:
@@ -153,6 +170,7 @@ class ServerInviteTransaction(Transaction):
     # -- timers -------------------------------------------------------------------------
     def _send_trying(self) -> None:
         if self.state is State.PROCEEDING and self.last_provisional is None:
+            assert self.request is not None  # only dropped on leaving Proceeding
             self.last_provisional = make_response(self.request, 100)
             self._transmit(self.last_provisional)
 

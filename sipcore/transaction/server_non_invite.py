@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import State, Transaction
 from .keys import server_key
+from .sent import SentResponse
 
 if TYPE_CHECKING:
     from sipcore.message import Request, Response
@@ -43,6 +44,8 @@ class ServerNonInviteTransaction(Transaction):
     gets ``transport_failed(tx)`` and ``terminated(tx)`` (``timed_out`` and
     ``ack_received`` never happen here: there is no ACK and no timeout in Figure 8).
     """
+
+    __slots__ = ("last_provisional", "final_response")
 
     initial_state = State.TRYING
     _make_key = staticmethod(server_key)
@@ -72,10 +75,17 @@ class ServerNonInviteTransaction(Transaction):
             self._transmit(response)
         else:
             self.state = State.COMPLETED
-            self.final_response = response
-            if self._transmit(response):
+            # Completed only resends these bytes: keep them, not the parsed response.
+            sent = self.final_response = SentResponse(response)
+            if self._transmit(sent):
+                sent.settle()
                 # Timer J: absorb request retransmissions for 64*T1 (zero if reliable).
                 self._wait_then_terminate("J", self.timers.j)
+
+    def _slim(self) -> None:
+        # Completed resends final_response's bytes and nothing else (§17.2.2).
+        self.request = None
+        self.last_provisional = None
 
     def receive_request(self, request: Request) -> None:
         """A retransmission of our request, matched by the table (§17.2.3)."""

@@ -45,6 +45,16 @@ class TransactionTable:
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         # RFC 2543 INVITE transactions again, under the key their ACK looks up (§17.2.3).
         self._ack_2543: dict[tuple[Any, ...], ServerInviteTransaction] = {}
+        # Their keys in _ack_2543, kept here: the INVITE is dropped once it lingers.
+        self._ack_2543_keys: dict[ServerInviteTransaction, tuple[Any, ...]] = {}
+        #: How many of the filed transactions linger (Completed, Confirmed, Accepted:
+        #: done, absorbing retransmissions until a timer); kept by the transactions.
+        self.lingering = 0
+
+    @property
+    def live(self) -> int:
+        """Transactions still at work (not lingering): what overload control limits."""
+        return len(self) - self.lingering
 
     def __len__(self) -> int:
         return len(self._client) + len(self._server)
@@ -72,17 +82,29 @@ class TransactionTable:
             raise ValueError(f"a transaction with key {tx.key!r} exists already")
         table[tx.key] = tx
         if isinstance(tx, ServerInviteTransaction) and not is_rfc3261_branch(tx.branch):
-            self._ack_2543[ack_key_2543(tx.request)] = tx
-        tx.add_terminated_observer(self.remove)
+            if tx.request is not None:
+                ack_key = self._ack_2543_keys[tx] = ack_key_2543(tx.request)
+                self._ack_2543[ack_key] = tx
+        # The transaction calls our remove() when it terminates (§17.1.1.2: once
+        # terminated it MUST be destroyed) and keeps our lingering count.
+        tx._table = self
+        if tx.lingering:
+            self.lingering += 1
 
     def remove(self, tx: Transaction) -> None:
         """Forget ``tx`` (idempotent)."""
+        removed = False
         for table in (self._client, self._server):
             if table.get(tx.key) is tx:
                 del table[tx.key]
+                removed = True
+        if removed and tx._table is self:
+            tx._table = None
+            if tx.lingering:
+                self.lingering -= 1
         if isinstance(tx, ServerInviteTransaction) and not is_rfc3261_branch(tx.branch):
-            ack_key = ack_key_2543(tx.request)
-            if self._ack_2543.get(ack_key) is tx:
+            ack_key = self._ack_2543_keys.pop(tx, None)
+            if ack_key is not None and self._ack_2543.get(ack_key) is tx:
                 del self._ack_2543[ack_key]
 
     def match_client(self, response: Response) -> ClientTransaction | None:

@@ -100,7 +100,10 @@ class ServerOptions(usage.Options):
          "Concurrent inbound TCP/TLS connections in total (0: unlimited)."],
         ["idle-timeout", None, "300", "Close TCP/TLS connections idle this many seconds."],
         ["max-transactions", None, "40000",
-         "Live transactions above which new requests get 503 (0: no cap)."],
+         "In-progress transactions above which new requests get 503 (0: no cap)."],
+        ["max-lingering", None, "400000",
+         "Answered transactions still absorbing retransmissions (Timer J etc., ~1.2 KB"
+         " each) above which new requests get 503 (0: no cap)."],
         ["max-lag", None, "2",
          "Reactor lag in seconds above which new requests get 503 (0: off)."],
         ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
@@ -183,6 +186,7 @@ class ServerOptions(usage.Options):
             max_connections=int(number("max-connections")),
             idle_timeout=number("idle-timeout", float) or 300.0,
             max_transactions=int(number("max-transactions")),
+            max_lingering=int(number("max-lingering")),
             max_lag=number("max-lag", float),
             retry_after=int(number("retry-after")),
         )

@@ -14,7 +14,10 @@ can, what to drop:
   overall (each one holds a buffer and an idle timer).
 - `OverloadGuard`: when live transactions exceed a cap, or the reactor lags, new
   requests are answered `503 Service Unavailable` with `Retry-After`, statelessly
-  (RFC 3261 §21.5.4, §20.33) rather than queued until memory runs out.
+  (RFC 3261 §21.5.4, §20.33) rather than queued until memory runs out. "Live" means
+  in progress: transactions that have answered and only linger to absorb
+  retransmissions (Completed/Confirmed/Accepted, up to 32 s over UDP, about 1.2 KB
+  each) have a separate, much larger cap that bounds their memory.
 
 Networks given as `trusted` (e.g. a PBX or another proxy of ours) are exempt from
 the per-IP limits. Time always comes from an injected `IReactorTime` (`seconds()`,
@@ -53,8 +56,13 @@ class ProtectionConfig:
     max_connections: int = 10_000
     #: Idle TCP/TLS connections are closed after this many seconds.
     idle_timeout: float = 300.0
-    #: Live transactions (server + client) above which new requests get 503; 0 = off.
+    #: Live (in-progress) transactions, server + client, above which new requests get
+    #: 503; 0 = off. Lingering ones (answered, absorbing retransmissions) do not count.
     max_transactions: int = 40_000
+    #: Lingering transactions above which new requests get 503; 0 = off. Each keeps
+    #: only its last response's bytes (~1.2 KB in all), so 400,000 is ~0.5 GB: UDP
+    #: REGISTER at 12,000/s held for Timer J (32 s).
+    max_lingering: int = 400_000
     #: Reactor lag (seconds) above which new requests get 503; 0 = off.
     max_lag: float = 2.0
     #: Retry-After value in 503 answers, seconds (RFC 3261 §20.33).
@@ -271,6 +279,7 @@ class OverloadGuard:
     max_transactions: int = 40_000
     max_lag: float = 2.0
     retry_after: int = 5
+    max_lingering: int = 400_000
     interval: float = 0.5
     lag: float = 0.0
     shed: int = 0
@@ -295,16 +304,24 @@ class OverloadGuard:
         self.lag = max(0.0, self.clock.seconds() - self._expected)
         self._schedule()
 
-    def overloaded(self, live_transactions: int, in_dialog: bool = False) -> bool:
-        """Should a new request be shed? In-dialog ones only at twice the cap."""
-        if in_dialog:
-            if self.max_transactions and live_transactions >= 2 * self.max_transactions:
-                self._note(f"{live_transactions} live transactions")
-                return True
-            return False
-        if self.max_transactions and live_transactions >= self.max_transactions:
+    def overloaded(
+        self, live_transactions: int, in_dialog: bool = False, lingering: int = 0
+    ) -> bool:
+        """Should a new request be shed? In-dialog ones only at twice the caps.
+
+        ``live_transactions`` counts those in progress; ``lingering`` those that have
+        answered and wait out a timer absorbing retransmissions (each new request
+        becomes one of those, so their cap bounds memory, not work).
+        """
+        factor = 2 if in_dialog else 1
+        if self.max_transactions and live_transactions >= factor * self.max_transactions:
             self._note(f"{live_transactions} live transactions")
             return True
+        if self.max_lingering and lingering >= factor * self.max_lingering:
+            self._note(f"{lingering} lingering transactions")
+            return True
+        if in_dialog:
+            return False
         if self.max_lag > 0 and self.lag > self.max_lag:
             self._note(f"reactor lagging {self.lag:.1f} s")
             return True
@@ -334,7 +351,8 @@ class Protection:
             config.max_connections_per_ip, config.max_connections
         )
         self.overload = OverloadGuard(
-            clock, config.max_transactions, config.max_lag, config.retry_after
+            clock, config.max_transactions, config.max_lag, config.retry_after,
+            max_lingering=config.max_lingering,
         )
         self.idle_timeout = config.idle_timeout
 
@@ -360,5 +378,7 @@ class Protection:
     def connection_closed(self, host: str) -> None:
         self.connections.close(host)
 
-    def overloaded(self, live_transactions: int, in_dialog: bool = False) -> bool:
-        return self.overload.overloaded(live_transactions, in_dialog)
+    def overloaded(
+        self, live_transactions: int, in_dialog: bool = False, lingering: int = 0
+    ) -> bool:
+        return self.overload.overloaded(live_transactions, in_dialog, lingering)

@@ -47,7 +47,9 @@ class BaseRole:
         self, cancel: Request, invite_tx: ServerInviteTransaction, source: Address
     ) -> None:
         """§9.2: a UAS answers the cancelled INVITE with 487."""
-        invite_tx.send_response(make_response(invite_tx.request, 487))
+        # Once answered, the CANCEL has no effect (§9.2), and the INVITE is gone.
+        if invite_tx.final_response is None and invite_tx.request is not None:
+            invite_tx.send_response(make_response(invite_tx.request, 487))
 
     def stray_response(self, response: Response, source: Address) -> None:
         log.debug("stray response {status} from {source} dropped",

@@ -14,14 +14,14 @@ from tests.interop.conftest import SCENARIOS, sipp_binary
 
 
 def sip_request(
-    port: int, text: str, timeout: float = 2.0, bind_port: int = 0
+    port: int, text: str, timeout: float = 2.0, bind_port: int = 0, host: str = "127.0.0.1"
 ) -> bytes | None:
-    """Send one request over UDP to 127.0.0.1:port; return the first final answer."""
+    """Send one request over UDP to host:port; return the first final answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", bind_port))
         local = s.getsockname()[1]
         s.settimeout(timeout)
-        s.sendto(text.replace("@LOCAL@", str(local)).encode(), ("127.0.0.1", port))
+        s.sendto(text.replace("@LOCAL@", str(local)).encode(), (host, port))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -40,6 +40,7 @@ def status_of(answer: bytes | None) -> int | None:
 def register(
     proxy_port: int, user: str, domain: str, contact_port: int, expires: int = 300,
     q: float | None = None, call_id: str | None = None, cseq: int = 1,
+    host: str = "127.0.0.1",
 ) -> int | None:
     """REGISTER user@domain -> sip:user@127.0.0.1:contact_port through the proxy.
 
@@ -56,7 +57,7 @@ def register(
         f"Contact: <sip:{user}@127.0.0.1:{contact_port}>{q_param};expires={expires}\r\n"
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
-    return status_of(sip_request(proxy_port, text, bind_port=contact_port))
+    return status_of(sip_request(proxy_port, text, bind_port=contact_port, host=host))
 
 
 def template(name: str, dest_dir: Path, **subs: object) -> str:

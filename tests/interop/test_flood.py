@@ -145,12 +145,14 @@ def test_tcp_connection_cap_per_ip(start_server):
 
 
 def test_overload_answers_503_with_retry_after(start_server):
-    # Non-INVITE server transactions over UDP live 32 s (Timer J = 64*T1) after their
-    # response, so each OPTIONS below holds one: deterministic without sleeping.
+    # Non-INVITE server transactions over UDP linger 32 s (Timer J = 64*T1) after their
+    # response, so each OPTIONS below holds one: deterministic without sleeping. They
+    # count against --max-lingering (answered, absorbing retransmissions), not against
+    # --max-transactions (work in progress).
     cap = 5
     proxy = start_server(
         "sipproxy", "--domain", "a.lab", "--location", "memory:", "--quiet",
-        "--max-transactions", str(cap), "--retry-after", "17",
+        "--max-transactions", str(cap), "--max-lingering", str(cap), "--retry-after", "17",
     )
     statuses = []
     retry_after = set()

@@ -43,3 +43,20 @@ def test_srv_order_is_by_priority_then_weight():
     # Weight 100 against 0 wins the first slot nearly always (RFC 2782).
     firsts = [order_srv(records, random.Random(i))[0].port for i in range(50)]
     assert firsts.count(3) >= 45
+
+
+def test_srv_weights_share_load_within_a_priority():
+    # RFC 2782: within one priority, each record comes first in proportion to its
+    # weight; a lower-priority record is never tried before a higher one.
+    records = [Srv(10, 60, 1), Srv(10, 30, 2), Srv(10, 10, 3), Srv(20, 100, 4)]
+    rng = random.Random(7)
+    firsts = [order_srv(records, rng)[0].port for _ in range(3000)]
+    shares = [firsts.count(p) / len(firsts) for p in (1, 2, 3)]
+    assert abs(shares[0] - 0.6) < 0.05 and abs(shares[1] - 0.3) < 0.05
+    assert abs(shares[2] - 0.1) < 0.03 and 4 not in firsts
+    assert all(order_srv(records, rng)[-1].port == 4 for _ in range(50))
+
+
+def test_srv_zero_weights_alone_are_all_kept():
+    records = [Srv(10, 0, 1), Srv(10, 0, 2), Srv(10, 0, 3)]
+    assert sorted(r.port for r in order_srv(records, random.Random(3))) == [1, 2, 3]

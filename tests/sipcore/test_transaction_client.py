@@ -284,16 +284,17 @@ def test_invite_non_2xx_generates_ack_per_17_1_1_3() -> None:
 
 def test_invite_completed_resends_ack_for_each_final_retransmission() -> None:
     tx, wire, tu, clock = make()
+    req = tx.request  # dropped by the tx once it lingers
     wire.take()
-    tx.receive_response(response(tx.request, 404, to_tag="t1"))
+    tx.receive_response(response(req, 404, to_tag="t1"))
     tu.take()
     [ack] = wire.take()
     for _ in range(3):
         clock.advance(1)
-        tx.receive_response(response(tx.request, 404, to_tag="t1"))
+        tx.receive_response(response(req, 404, to_tag="t1"))
         assert wire.take() == [ack]
-    tx.receive_response(response(tx.request, 180, to_tag="t1"))
-    tx.receive_response(response(tx.request, 200, to_tag="t1"))
+    tx.receive_response(response(req, 180, to_tag="t1"))
+    tx.receive_response(response(req, 200, to_tag="t1"))
     assert wire.take() == []
     assert tu.events == []  # retransmissions are absorbed (§17.1.1.2)
     assert tx.state is State.COMPLETED
@@ -473,16 +474,17 @@ def test_non_invite_provisionals_and_final_are_passed_up() -> None:
 @pytest.mark.parametrize("status", [200, 302, 404, 503, 600])
 def test_non_invite_final_completes_and_timer_k_terminates(status: int) -> None:
     tx, wire, tu, clock = make(ClientNonInviteTransaction)
+    req = tx.request  # dropped by the tx once it lingers
     wire.take()
-    final = response(tx.request, status, to_tag="t1")
+    final = response(req, status, to_tag="t1")
     tx.receive_response(final)
     assert tx.state is State.COMPLETED
     assert tu.take() == [("response_received", final)]
     assert tx.active_timers == {"K"}  # E and F are stopped
     assert wire.take() == []  # no ACK outside INVITE
     # Completed absorbs retransmissions of the final response and late provisionals.
-    tx.receive_response(response(tx.request, status, to_tag="t1"))
-    tx.receive_response(response(tx.request, 100))
+    tx.receive_response(response(req, status, to_tag="t1"))
+    tx.receive_response(response(req, 100))
     clock.advance(5 - EPS)
     assert tu.events == []
     assert wire.take() == []

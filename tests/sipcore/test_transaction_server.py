@@ -187,16 +187,17 @@ def test_invite_retransmission_in_completed_resends_final() -> None:
 
 def test_invite_ack_confirms_stops_g_and_timer_i_terminates() -> None:
     tx, wire, tu, clock = make_invite()
-    busy = response(tx.request, 486, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    busy = response(req, 486, to_tag="t1")
     tx.send_response(busy)
     clock.advance(0.5)
     assert wire.take() == [busy, busy]
-    tx.receive_request(ack_for(tx.request, busy))
+    tx.receive_request(ack_for(req, busy))
     assert tx.state is State.CONFIRMED
     assert tx.active_timers == {"I"}
     assert tu.events == []  # the ACK for a non-2xx is absorbed, not passed up
     # Confirmed absorbs further ACKs and INVITE retransmissions (§17.2.1).
-    tx.receive_request(ack_for(tx.request, busy))
+    tx.receive_request(ack_for(req, busy))
     tx.receive_request(request())
     clock.advance(5 - EPS)
     assert wire.take() == []
@@ -209,9 +210,10 @@ def test_invite_ack_confirms_stops_g_and_timer_i_terminates() -> None:
 
 def test_invite_reliable_timer_i_is_zero() -> None:
     tx, wire, tu, clock = make_invite(reliable=True)
-    busy = response(tx.request, 603, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    busy = response(req, 603, to_tag="t1")
     tx.send_response(busy)
-    tx.receive_request(ack_for(tx.request, busy))
+    tx.receive_request(ack_for(req, busy))
     assert tx.state is State.TERMINATED
     assert tu.names() == ["terminated"]
     assert tx.active_timers == frozenset()
@@ -238,7 +240,8 @@ def test_invite_2xx_accepted_then_timer_l(after_provisional: bool) -> None:
 
 def test_invite_accepted_behaviour_rfc6026() -> None:
     tx, wire, tu, clock = make_invite()
-    ok = response(tx.request, 200, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    ok = response(req, 200, to_tag="t1")
     tx.send_response(ok)
     wire.take()
     # RFC 6026 §8.7: INVITE retransmissions are absorbed (neither resent nor passed up).
@@ -247,12 +250,12 @@ def test_invite_accepted_behaviour_rfc6026() -> None:
     assert tu.events == []
     # RFC 6026 §8.6: the TU's 2xx retransmissions go out through the transaction.
     clock.advance(0.5)
-    again = response(tx.request, 200, to_tag="t1")
+    again = response(req, 200, to_tag="t1")
     tx.send_response(again)
     assert wire.take() == [again]
     # Anything but a 2xx from the TU is discarded now.
-    tx.send_response(response(tx.request, 180, to_tag="t1"))
-    tx.send_response(response(tx.request, 500, to_tag="t1"))
+    tx.send_response(response(req, 180, to_tag="t1"))
+    tx.send_response(response(req, 500, to_tag="t1"))
     assert wire.take() == []
     # RFC 6026 §8.7: an ACK reaching an Accepted transaction goes to the TU, each time.
     ack = request("ACK", to_tag="t1", branch=tx.branch)
@@ -273,15 +276,16 @@ def test_invite_reliable_accepted_still_waits_timer_l() -> None:
 
 def test_invite_completed_discards_further_tu_responses() -> None:
     tx, wire, tu, clock = make_invite()
-    busy = response(tx.request, 486, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    busy = response(req, 486, to_tag="t1")
     tx.send_response(busy)
     wire.take()
-    tx.send_response(response(tx.request, 180, to_tag="t1"))
-    tx.send_response(response(tx.request, 200, to_tag="t1"))
-    tx.send_response(response(tx.request, 500, to_tag="t1"))
+    tx.send_response(response(req, 180, to_tag="t1"))
+    tx.send_response(response(req, 200, to_tag="t1"))
+    tx.send_response(response(req, 500, to_tag="t1"))
     assert wire.take() == []
     assert tx.state is State.COMPLETED
-    assert tx.final_response is busy
+    assert tx.final_response == busy  # kept as its bytes (SentResponse)
 
 
 def test_invite_transport_error_sending_final() -> None:
@@ -332,14 +336,15 @@ def test_invite_reported_transport_error() -> None:
 
 def test_invite_terminated_ignores_everything() -> None:
     tx, wire, tu, clock = make_invite()
-    busy = response(tx.request, 486, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    busy = response(req, 486, to_tag="t1")
     tx.send_response(busy)
     clock.advance(32)
     wire.take()
     tu.take()
-    tx.send_response(response(tx.request, 200, to_tag="t1"))
+    tx.send_response(response(req, 200, to_tag="t1"))
     tx.receive_request(request())
-    tx.receive_request(ack_for(tx.request, busy))
+    tx.receive_request(ack_for(req, busy))
     assert wire.take() == []
     assert tu.events == []
 
@@ -397,10 +402,11 @@ def test_non_invite_proceeding_resends_latest_provisional() -> None:
 @pytest.mark.parametrize("provisional_first", [False, True])
 def test_non_invite_final_completes_and_timer_j_terminates(provisional_first: bool) -> None:
     tx, wire, tu, clock = make_non_invite()
+    req = tx.request  # dropped by the tx once it lingers
     if provisional_first:
-        tx.send_response(response(tx.request, 100))
+        tx.send_response(response(req, 100))
         wire.take()
-    ok = response(tx.request, 200, to_tag="t1")
+    ok = response(req, 200, to_tag="t1")
     tx.send_response(ok)
     assert wire.take() == [ok]
     assert tx.state is State.COMPLETED
@@ -409,10 +415,10 @@ def test_non_invite_final_completes_and_timer_j_terminates(provisional_first: bo
     tx.receive_request(request("REGISTER"))  # §17.2.2: resend the final response
     assert wire.take() == [ok]
     # §17.2.2: other responses from the TU are discarded in Completed.
-    tx.send_response(response(tx.request, 500, to_tag="t1"))
-    tx.send_response(response(tx.request, 100))
+    tx.send_response(response(req, 500, to_tag="t1"))
+    tx.send_response(response(req, 100))
     assert wire.take() == []
-    assert tx.final_response is ok
+    assert tx.final_response == ok  # kept as its bytes (SentResponse)
     clock.advance(32 - 10 - EPS)
     assert tx.state is State.COMPLETED
     clock.advance(EPS)

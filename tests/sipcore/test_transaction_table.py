@@ -164,9 +164,10 @@ def test_server_3261_retransmission_and_ack_match_invite() -> None:
 def test_server_3261_ack_reaches_invite_tx_and_confirms_it() -> None:
     table, clock = TransactionTable(), Clock()
     tx = server(request("INVITE"), table, clock, trying_delay=None)
-    busy = response(tx.request, 486, to_tag="t1")
+    req = tx.request  # dropped by the tx once it lingers
+    busy = response(req, 486, to_tag="t1")
     tx.send_response(busy)
-    ack = ack_for(tx.request, busy)
+    ack = ack_for(req, busy)
     matched = table.match_server(ack)
     assert matched is tx
     matched.receive_request(ack)

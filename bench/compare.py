@@ -1,0 +1,175 @@
+"""sipproxy next to Kamailio: the same sipp ramps, one table. Prints only.
+
+Runs bench/register.py and bench/calls.py (each its own bounded ramp, see
+bench/sipplib.py for the pass rule) against:
+
+- `twistd sipproxy`, 1 worker, memory: location store;
+- `twistd sipproxy --workers 2` (SO_REUSEPORT; workers need a shared store, so sqlite:);
+- Kamailio 5.6 (Debian package `kamailio`) with bench/kamailio/kamailio.cfg, our
+  config for the same job: in-memory registrar (usrloc db_mode 0) plus a stateful
+  record-routing proxy, no auth, UDP, with N UDP worker children (default 4 and 2).
+
+Kamailio is started here as a process on a free loopback port, given to the scripts
+with --target/--target-pid (so its CPU% and RSS are measured as ours are) and stopped
+by its PID. Without kamailio installed its rows say so; nothing else changes.
+
+    python bench/compare.py [--quick] [--seconds 5] [--children 4,2] [--only register]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench import sipplib  # noqa: E402
+
+CONFIG = HERE / "kamailio" / "kamailio.cfg"
+SCRIPT_CEILING = 400  # seconds per ramp script; each is bounded by itself too
+
+
+def kamailio_binary() -> str | None:
+    return shutil.which("kamailio") or (
+        "/usr/sbin/kamailio" if os.access("/usr/sbin/kamailio", os.X_OK) else None)
+
+
+class Kamailio:
+    """`kamailio -DD` (main process in the foreground) on a free loopback UDP port."""
+
+    def __init__(self, children: int, workdir: Path) -> None:
+        binary = kamailio_binary()
+        if binary is None:
+            raise RuntimeError("kamailio is not installed (Debian package kamailio)")
+        self.port = sipplib.free_port()
+        rundir = workdir / f"kamailio-{self.port}"
+        rundir.mkdir()
+        self.log_path = rundir / "kamailio.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [binary, "-f", str(CONFIG), "-DD", "-E", "-n", str(children),
+             "-l", f"udp:127.0.0.1:{self.port}", "-m", "256", "-M", "16",
+             "-Y", str(rundir), "-w", str(rundir)],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=rundir,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if sipplib.answers("127.0.0.1", self.port, ok_only=True):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"kamailio did not start:\n{self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)  # the main process stops its children
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+
+
+def run_script(argv: list[str]) -> list[dict[str, str]]:
+    """Run one bench script (echoing it), return its RESULT lines as dicts."""
+    results: list[dict[str, str]] = []
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SCRIPT_CEILING
+    for line in proc.stdout:
+        print("   " + line, end="", flush=True)
+        if line.startswith("RESULT "):
+            results.append(dict(f.split("=", 1) for f in line.split()[1:] if "=" in f))
+        if time.monotonic() > deadline:
+            proc.terminate()  # its own finally stops its servers and sipps
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
+    parser.add_argument("--children", default="4,2", help="Kamailio UDP children to try")
+    parser.add_argument("--only", choices=["register", "calls"], default=None)
+    args = parser.parse_args()
+    quick = args.quick or sipplib.quick_mode()
+    if sipplib.sipp_binary() is None:
+        print("compare.py: sipp is not installed (Debian package sip-tester); skipped")
+        return 0
+    common = ["--seconds", str(args.seconds)] + (["--quick"] if quick else [])
+    benches = [b for b in ("register", "calls") if args.only in (None, b)]
+    rows: dict[str, dict[str, dict[str, str]]] = {}  # server -> bench -> RESULT
+
+    def record(server: str, bench: str, results: list[dict[str, str]]) -> None:
+        if results:
+            rows.setdefault(server, {})[bench] = results[-1]
+
+    ours = [("sipproxy 1 worker (memory:)", [], ["--only", "memory"]),
+            ("sipproxy 2 workers (sqlite:)", ["--workers", "2"], ["--only", "sqlite"])]
+    for name, workers, register_only in ours:
+        for bench in benches:
+            print(f"\n=== {name}: {bench} ===", flush=True)
+            extra = register_only if bench == "register" else []
+            record(name, bench, run_script([str(HERE / f"{bench}.py"), *common, *workers,
+                                            *extra]))
+    children = [int(c) for c in args.children.split(",") if c.strip()]
+    missing: str | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        for n in children:
+            name = f"Kamailio 5.6, {n} children"
+            for bench in benches:
+                print(f"\n=== {name}: {bench} ===", flush=True)
+                try:
+                    kam = Kamailio(n, Path(tmp))
+                except RuntimeError as err:
+                    missing = str(err).splitlines()[0]
+                    print(f"   {err}")
+                    break
+                try:
+                    record(name, bench, run_script([
+                        str(HERE / f"{bench}.py"), *common,
+                        "--target", f"127.0.0.1:{kam.port}", "--target-pid",
+                        str(kam.proc.pid), "--config-name", f"kamailio{n}"]))
+                finally:
+                    kam.stop()
+    print_table(rows, benches, missing)
+    return 0
+
+
+def print_table(rows: dict[str, dict[str, dict[str, str]]], benches: list[str],
+                missing: str | None) -> None:
+    print("\n=== sipproxy vs Kamailio (sipp on the same 2 CPUs; highest rate passing "
+          "< 1% failed, >= 95% done) ===")
+    print(f"{'server':34} {'REGISTER/s':>10} {'CPU%':>5} {'RSS MiB':>8}   "
+          f"{'calls/s':>8} {'CPU%':>5} {'RSS MiB':>8}")
+    for server, by_bench in rows.items():
+        cells = []
+        for bench in ("register", "calls"):
+            r = by_bench.get(bench) if bench in benches else None
+            if r is None:
+                cells.append(f"{'-':>{10 if bench == 'register' else 8}} {'-':>5} {'-':>8}")
+            else:
+                width = 10 if bench == "register" else 8
+                cells.append(f"{r.get('rate', '-'):>{width}} {r.get('cpu', '-'):>5} "
+                             f"{r.get('rss', '-'):>8}")
+        print(f"{server:34} {cells[0]}   {cells[1]}")
+    if missing:
+        print(f"Kamailio: not measured ({missing})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Lingering transactions: answered, absorbing retransmissions until their wait timer.
+
+What they keep (the response's bytes, not the request), how the table counts them, the
+shared expiry queue that replaces one reactor timer each, and how overload control
+counts them apart from work in progress.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from sipcore.message import Request, Response, make_response, parse
+from sipcore.transaction import (
+    ClientInviteTransaction,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    State,
+    TransactionTable,
+)
+from sipcore.transaction.sent import SentResponse
+from sipcore.twisted.protection import OverloadGuard, Protection, ProtectionConfig
+from sipcore.twisted.stack import SipStack
+from sipcore.twisted.transport import Address
+
+from .txhelpers import RecordingTU, Wire, request, response
+
+J = 32.0  # 64*T1 with the default T1
+
+
+def server_tx(
+    method: str = "REGISTER", n: int = 0, clock: Clock | None = None
+) -> tuple[Any, Wire, RecordingTU, Clock, Request]:
+    clock = clock or Clock()
+    wire, tu = Wire(), RecordingTU()
+    req = request(method, branch=f"z9hG4bKlinger{n}")
+    kind = ServerInviteTransaction if method == "INVITE" else ServerNonInviteTransaction
+    kwargs = {"trying_delay": None} if method == "INVITE" else {}
+    tx = kind(req, wire, tu, clock, **kwargs)
+    return tx, wire, tu, clock, req
+
+
+def test_completed_non_invite_keeps_only_the_response_bytes() -> None:
+    tx, wire, tu, clock, req = server_tx()
+    table = TransactionTable()
+    table.add(tx)
+    assert (len(table), table.lingering, table.live) == (1, 0, 1)
+    ok = response(req, 200, to_tag="t1")
+    tx.send_response(ok)
+    assert tx.state is State.COMPLETED and tx.lingering
+    assert tx.request is None  # nothing resends or reads the REGISTER any more
+    assert isinstance(tx.final_response, SentResponse)
+    assert tx.final_response == ok and tx.final_response.serialise() == ok.serialise()
+    assert (len(table), table.lingering, table.live) == (1, 1, 0)
+    first = wire.take()
+    assert [m.serialise() for m in first] == [ok.serialise()]
+    # A retransmission still gets the same bytes, and still matches by key.
+    assert table.match_server(req) is tx
+    tx.receive_request(req)
+    assert [m.serialise() for m in wire.take()] == [ok.serialise()]
+    assert tx.active_timers == {"J"}
+    clock.advance(J)
+    assert tx.state is State.TERMINATED
+    assert (len(table), table.lingering) == (0, 0)
+    assert tu.names() == ["terminated"]
+
+
+def test_sent_response_reparses_only_on_demand() -> None:
+    req = request("REGISTER")
+    ok = make_response(req, 200, to_tag="t1")
+    ok.headers.add("Contact", "<sip:alice@192.0.2.1>;expires=60")
+    sent = SentResponse(ok)
+    sent.settle()
+    assert sent.top_via.branch == req.top_via.branch
+    assert sent.headers.get("Contact") == "<sip:alice@192.0.2.1>;expires=60"
+    assert sent.to.tag == "t1" and sent.status == 200 and sent.reason == "OK"
+    assert parse(sent.serialise()) == ok
+
+
+def test_one_reactor_timer_serves_every_lingering_transaction() -> None:
+    clock = Clock()
+    txs = []
+    for n in range(50):
+        tx, _, _, _, req = server_tx(n=n, clock=clock)
+        tx.send_response(response(req, 200, to_tag="t"))
+        txs.append(tx)
+        clock.advance(0.25)
+    # 50 transactions waiting out Timer J, one DelayedCall between them.
+    assert len(clock.getDelayedCalls()) == 1
+    # Each one still ends exactly J after its own answer.
+    clock.advance(J - 50 * 0.25)  # now = J: the first one is due
+    assert [tx.state for tx in txs[:2]] == [State.TERMINATED, State.COMPLETED]
+    clock.advance(0.25 - 1 / 64)
+    assert txs[1].state is State.COMPLETED
+    clock.advance(1 / 64)
+    assert txs[1].state is State.TERMINATED
+    clock.advance(J)
+    assert all(tx.state is State.TERMINATED for tx in txs)
+    assert clock.getDelayedCalls() == []
+
+
+def test_transport_error_while_lingering_ends_once() -> None:
+    tx, _, tu, clock, req = server_tx()
+    tx.send_response(response(req, 200, to_tag="t1"))
+    tx.transport_error()
+    assert tx.state is State.TERMINATED and tx.active_timers == frozenset()
+    assert tu.names() == ["transport_failed", "terminated"]
+    clock.advance(J)  # its queue entry comes up and is skipped
+    assert tu.names() == []
+
+
+def test_accepted_invite_server_still_passes_acks_and_2xx_retransmissions() -> None:
+    tx, wire, tu, clock, req = server_tx("INVITE")
+    ok = response(req, 200, to_tag="t1")
+    tx.send_response(ok)
+    assert tx.state is State.ACCEPTED and tx.lingering and tx.request is None
+    assert wire.take() == [ok]
+    tx.receive_request(req)  # an INVITE retransmission is absorbed (RFC 6026 §8.7)
+    assert wire.take() == []
+    again = response(req, 200, to_tag="t1")
+    tx.send_response(again)  # the TU's 2xx retransmission (RFC 6026 §8.6)
+    assert wire.take() == [again]
+    ack = request("ACK", branch="z9hG4bKlinger0", cseq_method="ACK", to_tag="t1")
+    tx.receive_request(ack)
+    assert tu.take() == [("ack_received", ack)]
+    assert tx.active_timers == {"L"}
+    clock.advance(J)
+    assert tx.state is State.TERMINATED
+
+
+def test_completed_invite_server_resends_bytes_on_timer_g() -> None:
+    tx, wire, _, clock, req = server_tx("INVITE")
+    busy = response(req, 486, to_tag="t1")
+    tx.send_response(busy)
+    assert tx.lingering and tx.request is None
+    assert wire.take() == [busy]
+    clock.advance(0.5)  # Timer G
+    assert wire.take() == [busy]
+
+
+def test_accepted_invite_client_keeps_its_request_for_forked_2xx() -> None:
+    clock, wire, tu = Clock(), Wire(), RecordingTU()
+    req = request("INVITE")
+    tx = ClientInviteTransaction(req, wire, tu, clock)
+    tx.start()
+    tx.receive_response(response(req, 200, to_tag="t1"))
+    assert tx.state is State.ACCEPTED and tx.lingering
+    assert tx.request is req  # the TU builds a dialog from it for each 2xx
+    fork = response(req, 200, to_tag="t2")
+    tx.receive_response(fork)
+    assert tu.take()[-1] == ("response_received", fork)
+
+
+def test_overload_counts_lingering_apart_from_live() -> None:
+    guard = OverloadGuard(Clock(), max_transactions=10, max_lag=0.0, max_lingering=100)
+    assert not guard.overloaded(9, lingering=99)
+    assert guard.overloaded(10, lingering=0)
+    assert guard.overloaded(0, lingering=100)
+    assert not guard.overloaded(0, in_dialog=True, lingering=199)
+    assert guard.overloaded(0, in_dialog=True, lingering=200)
+
+
+class _AnsweringRole:
+    """Answers every request 200 at once, so its transactions linger."""
+
+    def request_received(self, request: Request, tx: Any, source: Address) -> None:
+        tx.send_response(make_response(request, 200, to_tag="a"))
+
+    def ack_received(self, ack: Request, source: Address) -> None:
+        pass
+
+    def cancel_received(self, cancel: Request, invite_tx: Any, source: Address) -> None:
+        pass
+
+    def stray_response(self, response: Response, source: Address) -> None:
+        pass
+
+    def server_ack_received(self, tx: Any, ack: Request) -> None:
+        pass
+
+    def server_tx_ended(self, tx: Any, reason: str) -> None:
+        pass
+
+
+def _stack(**config: Any) -> tuple[SipStack, list[Response]]:
+    clock = Clock()
+    config.setdefault("max_lag", 0.0)
+    stack = SipStack(clock, _AnsweringRole(), log_messages=False,
+                     protection=Protection(clock, ProtectionConfig(**config)))
+    sent: list[Response] = []
+    stack.endpoint.send_response = lambda response, source=None: sent.append(response)
+    return stack, sent
+
+
+def test_answered_requests_do_not_fill_the_live_cap() -> None:
+    stack, sent = _stack(max_transactions=3, max_lingering=5)
+    source = Address("UDP", "192.0.2.9", 5060)
+    for n in range(7):
+        stack.message_received(request("OPTIONS", branch=f"z9hG4bKo{n}"), source)
+    # 3 would have been the cap when answered ones counted; now 5 linger, then 503.
+    assert [r.status for r in sent] == [200] * 5 + [503, 503]
+    assert (stack.table.lingering, stack.table.live) == (5, 0)
+
+
+def test_a_lingering_transaction_is_small() -> None:
+    """Regression guard for the figure bench/memory.py prints (about 1.2 KB)."""
+    clock = Clock()
+    wire = Wire()
+    tu = RecordingTU()
+    reqs = [request("REGISTER", branch=f"z9hG4bKsize{n}", call_id=f"c{n}@x")
+            for n in range(2000)]
+    answers = [response(r, 200, to_tag="t") for r in reqs]
+    table = TransactionTable()
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for req, ok in zip(reqs, answers, strict=True):
+        tx = ServerNonInviteTransaction(req, wire, tu, clock)
+        table.add(tx)
+        tx.send_response(ok)
+    del req, ok, reqs, answers
+    wire.take()
+    gc.collect()
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert table.lingering == 2000
+    # The requests and parsed responses are freed with the test's own references;
+    # what is left per transaction is the tx, its key, the bytes and a queue entry.
+    assert (used - base) / 2000 < 2500
+
+
+def test_a_failing_tu_does_not_hold_up_the_others() -> None:
+    class Exploding(RecordingTU):
+        def terminated(self, tx: Any) -> None:
+            raise RuntimeError("bug in a TU")
+
+    clock = Clock()
+    bad, _, _, _, req = server_tx(n=1, clock=clock)
+    bad.tu = Exploding()
+    good, _, good_tu, _, req2 = server_tx(n=2, clock=clock)
+    bad.send_response(response(req, 200, to_tag="t"))
+    good.send_response(response(req2, 200, to_tag="t"))
+    clock.advance(J)
+    assert bad.state is State.TERMINATED and good.state is State.TERMINATED
+    assert good_tu.names() == ["terminated"]
