@@ -53,16 +53,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--target", help="HOST:PORT of another server to measure")
-    parser.add_argument("--domain", default="a.lab")
-    parser.add_argument("--target-pid", type=int, default=0,
-                        help="PID of the --target server (its process tree's CPU and RSS)")
-    parser.add_argument("--config-name", default="",
-                        help="the config= field of the RESULT line (default: workersN)")
-    parser.add_argument("--quick", action="store_true", help="a few seconds in all")
-    parser.add_argument("--sipp", type=int, default=1, help="sipp callers sharing the load")
-    parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
+    sipplib.add_common_arguments(parser, "workersN")
     args = parser.parse_args()
     quick = sipplib.quick_mode() or args.quick
     start, maximum, bisect, max_steps, budget = 100, 6400, 3, 12, 180.0

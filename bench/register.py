@@ -119,16 +119,7 @@ def local_runs(args: argparse.Namespace, workdir: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--target", help="HOST:PORT of another server to measure")
-    parser.add_argument("--domain", default="a.lab")
-    parser.add_argument("--target-pid", type=int, default=0,
-                        help="PID of the --target server (its process tree's CPU and RSS)")
-    parser.add_argument("--config-name", default="",
-                        help="the config= field of the RESULT line (default: from the label)")
-    parser.add_argument("--quick", action="store_true", help="a few seconds in all")
-    parser.add_argument("--sipp", type=int, default=1, help="sipp processes sharing the load")
-    parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
+    sipplib.add_common_arguments(parser, "from the label")
     parser.add_argument("--rate", type=int, default=0,
                         help="one step at this rate instead of a ramp (e.g. a step longer "
                              "than Timer J, 32 s, to see lingering transactions pile up)")

@@ -25,6 +25,7 @@ stopped, by PID. Loopback only.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import re
@@ -431,3 +432,17 @@ def print_limits() -> None:
     print(f"machine: {os.cpu_count()} CPUs; net.core.rmem_max {rmem} (caps sipp -buff_size "
           f"{SIPP_BUFFER} and the server's SO_RCVBUF); sipp runs on the same CPUs as the "
           "server, so its CPU use is taken from the server's")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, config_default: str) -> None:
+    """The options bench/register.py and bench/calls.py share."""
+    parser.add_argument("--target", help="HOST:PORT of another server to measure")
+    parser.add_argument("--domain", default="a.lab")
+    parser.add_argument("--target-pid", type=int, default=0,
+                        help="PID of the --target server (its process tree's CPU and RSS)")
+    parser.add_argument("--config-name", default="",
+                        help=f"the config= field of the RESULT line (default: {config_default})")
+    parser.add_argument("--quick", action="store_true", help="a few seconds in all")
+    parser.add_argument("--sipp", type=int, default=1, help="sipp processes sharing the load")
+    parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
