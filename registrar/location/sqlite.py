@@ -1,10 +1,18 @@
 """``sqlite:PATH`` — the embedded, persistent location store.
 
 sqlite3 calls block, so all of them run on one dedicated worker thread that owns
-the connection; a single thread also serialises this process's operations in call
-order, which gives read-your-writes without extra locking. Each ``update()`` is one
-``BEGIN IMMEDIATE`` transaction, so concurrent writers — including other processes
-sharing the file — serialise per write and the CSeq check sees committed state.
+the connection; operations go through one FIFO queue that the thread drains in call
+order, which gives read-your-writes without extra locking.
+
+Writes (``update``/``put``/``remove``/``remove_all``/``purge_expired``) that queue up
+while the thread is busy are grouped: up to ``_MAX_BATCH`` consecutive writes share
+one ``BEGIN IMMEDIATE`` … ``COMMIT`` (issue 9), each inside its own SAVEPOINT so a
+StaleCSeq (or any error) undoes only that caller's changes. Every caller still gets
+its own result or error, and no Deferred of a batch fires before the batch has
+committed, so durability is what it was with one transaction per write. If BEGIN or
+COMMIT fails (another process holds the lock, disk full) every caller of that batch
+gets the LocationError. Concurrent writers in other processes sharing the file still
+serialise on the write lock, and the CSeq check sees committed state.
 
 Expiry is stored as the absolute ``expires_at`` of the injected clock (epoch
 seconds with the reactor), so a reopened store reports the right remaining time.
@@ -15,11 +23,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -40,6 +50,11 @@ _SCHEMA_VERSION = 1
 #: backup tool) before the REGISTER is answered 500 + Retry-After. Our own writes
 #: hold the lock for milliseconds; a UAC's Timer F (32 s) must never be the bound.
 _BUSY_TIMEOUT = 2.0
+#: Most writes committed in one transaction. Bounds how long one batch holds the
+#: write lock against other processes sharing the file, and how many callers one
+#: failed COMMIT takes down with it; 256 is already far past the point where the
+#: per-transaction cost stops mattering.
+_MAX_BATCH = 256
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
     aor TEXT NOT NULL,
@@ -158,6 +173,12 @@ class SqliteLocationService:
         self._conn = _connect(path)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"location-sqlite:{path}")
         self._pool.start()
+        # Operations waiting for the worker thread, in call order. The reactor thread
+        # appends, the worker pops; _draining says a drain job is queued or running,
+        # so exactly one is, and a burst of calls costs one thread hand-off.
+        self._queue: deque[_Op] = deque()
+        self._lock = threading.Lock()
+        self._draining = False
         # Non-daemon worker threads would keep the process alive at exit if the
         # owner forgot close(); stop them with the reactor.
         self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
@@ -194,16 +215,14 @@ class SqliteLocationService:
         now = self.clock.seconds()
 
         def work(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
-                live = conn.execute(
-                    "SELECT count(*) FROM bindings WHERE aor = ? AND contact = ? "
-                    "AND expires_at > ?",
-                    (aor, contact, now),
-                ).fetchone()[0]
-                conn.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?", (aor, contact))
+            live = conn.execute(
+                "SELECT count(*) FROM bindings WHERE aor = ? AND contact = ? AND expires_at > ?",
+                (aor, contact, now),
+            ).fetchone()[0]
+            conn.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?", (aor, contact))
             return live > 0
 
-        return self._run(work)
+        return self._run(work, write=True)
 
     @deferred_errors
     def remove_all(self, aor: str) -> defer.Deferred[int]:
@@ -211,24 +230,21 @@ class SqliteLocationService:
         now = self.clock.seconds()
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                live = conn.execute(
-                    "SELECT count(*) FROM bindings WHERE aor = ? AND expires_at > ?", (aor, now)
-                ).fetchone()[0]
-                conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+            live = conn.execute(
+                "SELECT count(*) FROM bindings WHERE aor = ? AND expires_at > ?", (aor, now)
+            ).fetchone()[0]
+            conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
             return int(live)
 
-        return self._run(work)
+        return self._run(work, write=True)
 
     def purge_expired(self) -> defer.Deferred[int]:
         now = self.clock.seconds()
 
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                cur = conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
-            return cur.rowcount
+            return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
 
-        return self._run(work)
+        return self._run(work, write=True)
 
     def count(self) -> defer.Deferred[int]:
         now = self.clock.seconds()
@@ -254,8 +270,8 @@ class SqliteLocationService:
     def close(self) -> defer.Deferred[None]:
         if self._closed:
             return defer.succeed(None)
+        d: defer.Deferred[Any] = self._run(lambda conn: conn.close())
         self._closed = True
-        d = deferToThreadPool(self._reactor, self._pool, self._conn.close)
 
         def stop(result: Any) -> Any:
             self._reactor.removeSystemEventTrigger(self._trigger)
@@ -274,72 +290,140 @@ class SqliteLocationService:
         now = self.clock.seconds()
 
         def work(conn: sqlite3.Connection) -> list[Binding]:
-            with _transaction(conn):
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS}, bkey FROM bindings WHERE aor = ?", (aor,)
-                ).fetchall()
-                current = {r[-1]: _row_to_entry(r[:-1]) for r in rows}
-                result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
-                if result.removed:
-                    conn.executemany(
-                        "DELETE FROM bindings WHERE aor = ? AND bkey = ?",
-                        [(aor, k) for k in result.removed],
-                    )
-                if result.written:
-                    conn.executemany(
-                        _INSERT, [_entry_params(k, s, b) for k, (s, b) in result.written.items()]
-                    )
+            rows = conn.execute(
+                f"SELECT {_COLUMNS}, bkey FROM bindings WHERE aor = ?", (aor,)
+            ).fetchall()
+            current = {r[-1]: _row_to_entry(r[:-1]) for r in rows}
+            result = apply_changes(aor, current, changes, now, check_cseq=check_cseq)
+            if result.removed:
+                conn.executemany(
+                    "DELETE FROM bindings WHERE aor = ? AND bkey = ?",
+                    [(aor, k) for k in result.removed],
+                )
+            if result.written:
+                conn.executemany(
+                    _INSERT, [_entry_params(k, s, b) for k, (s, b) in result.written.items()]
+                )
             return sort_bindings(result.state.values())
 
-        return self._run(work)
+        return self._run(work, write=True)
 
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> defer.Deferred[T]:
+    def _run(
+        self, work: Callable[[sqlite3.Connection], T], write: bool = False
+    ) -> defer.Deferred[T]:
+        """Queue ``work`` for the worker thread; ``write`` ones run in a transaction."""
         if self._closed:
             return defer.fail(LocationError(f"sqlite location store {self.path!r} is closed"))
-        conn, path = self._conn, self.path
+        d: defer.Deferred[T] = defer.Deferred()
+        with self._lock:
+            self._queue.append(_Op(work, write, d))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._pool.callInThread(self._drain)
+        return d
 
-        def guarded() -> T:
+    def _drain(self) -> None:
+        """Worker thread: run queued operations until the queue is empty.
+
+        Takes a run of consecutive writes (one transaction) or of reads at a time;
+        a read ends a write run so it sees the committed result of every write
+        queued before it, and each run's Deferreds fire together after it.
+        """
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._draining = False
+                    return
+                write = self._queue[0].write
+                batch = [self._queue.popleft()]
+                while self._queue and self._queue[0].write == write and len(batch) < _MAX_BATCH:
+                    batch.append(self._queue.popleft())
+            outcomes = self._write_batch(batch) if write else self._read_batch(batch)
+            self._reactor.callFromThread(_fire, outcomes)
+
+    def _error(self, exc: sqlite3.Error) -> LocationError:
+        # One line naming the store, not a chained sqlite traceback per call.
+        return LocationError(f"sqlite location store {self.path!r}: {_one_line(exc)}")
+
+    def _read_batch(self, batch: list[_Op]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        for op in batch:
             try:
-                return work(conn)
+                outcomes.append((op.d, True, op.work(self._conn)))
             except sqlite3.Error as exc:
-                # One line naming the store, not a chained sqlite traceback per call.
-                raise LocationError(f"sqlite location store {path!r}: {_one_line(exc)}") from None
+                outcomes.append((op.d, False, Failure(self._error(exc))))
+            except Exception:
+                outcomes.append((op.d, False, Failure()))
+        return outcomes
 
-        return deferToThreadPool(self._reactor, self._pool, guarded)
+    def _write_batch(self, batch: list[_Op]) -> list[_Outcome]:
+        """One BEGIN IMMEDIATE … COMMIT for the batch, one SAVEPOINT per caller.
+
+        IMMEDIATE takes the write lock up front so the reads the CSeq checks rely on
+        cannot be invalidated by another process before our writes. An item that
+        raises is rolled back to its savepoint and fails alone; a failure of the
+        transaction itself (BEGIN, COMMIT, or sqlite having rolled it back after
+        an I/O error) fails every caller of the batch, since none of it was stored.
+        """
+        conn = self._conn
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT item")
+                try:
+                    value = op.work(conn)
+                except Exception as exc:
+                    # Raises "no such savepoint" if sqlite already rolled the whole
+                    # transaction back (disk full, I/O error): handled below.
+                    conn.execute("ROLLBACK TO item")
+                    conn.execute("RELEASE item")
+                    fail = self._error(exc) if isinstance(exc, sqlite3.Error) else exc
+                    outcomes.append((op.d, False, Failure(fail)))
+                else:
+                    conn.execute("RELEASE item")
+                    outcomes.append((op.d, True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A failed COMMIT (disk full, I/O error) leaves the transaction open;
+            # end it so the next batch can BEGIN, then report to every caller.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # already the error being reported
+            error = self._error(exc)
+            return [(op.d, False, Failure(error)) for op in batch]
+        return outcomes
 
     def _stop_pool(self) -> None:
         if self._pool.started:
             self._pool.stop()
 
 
-class _transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (StaleCSeq included).
+class _Op:
+    __slots__ = ("d", "work", "write")
 
-    IMMEDIATE takes the write lock up front so the read that the CSeq check relies
-    on cannot be invalidated by another process before our write.
-    """
+    def __init__(
+        self, work: Callable[[sqlite3.Connection], Any], write: bool, d: defer.Deferred[Any]
+    ) -> None:
+        self.work = work
+        self.write = write
+        self.d = d
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
 
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+#: (caller's Deferred, succeeded, result or Failure)
+_Outcome = tuple[defer.Deferred[Any], bool, Any]
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            try:
-                self._conn.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                # A failed COMMIT (disk full, I/O error) leaves the transaction
-                # open; end it so the next operation can BEGIN, then report.
-                self._rollback()
-                raise
-        self._rollback()
 
-    def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+def _fire(outcomes: list[_Outcome]) -> None:
+    """Reactor thread: fire a finished run's Deferreds in call order."""
+    for d, ok, value in outcomes:
+        if ok:
+            d.callback(value)
+        else:
+            d.errback(value)
 
 
 __all__ = ["SqliteLocationService"]
