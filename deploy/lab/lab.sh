@@ -17,48 +17,26 @@ TWISTD="${TWISTD:-$ROOT/.venv/bin/twistd}"
 IP="${LAB_IP:-127.0.0.1}"
 DNS_PORT="${LAB_DNS_PORT:-5353}"
 
-start() {  # name, then twistd plugin arguments
-    name=$1; shift
-    if [ -f "$VAR/$name.pid" ] && kill -0 "$(cat "$VAR/$name.pid")" 2>/dev/null; then
-        echo "$name already running (pid $(cat "$VAR/$name.pid"))"; return
-    fi
-    (cd "$VAR" && "$TWISTD" --pidfile="$VAR/$name.pid" --logfile="$VAR/$name.log" "$@")
-    echo "$name started (pid $(cat "$VAR/$name.pid"), log var/lab/$name.log)"
-}
-
-stop() {
-    name=$1
-    if [ -f "$VAR/$name.pid" ]; then
-        pid=$(cat "$VAR/$name.pid")
-        kill "$pid" 2>/dev/null && echo "$name stopped (pid $pid)" || echo "$name was not running"
-        rm -f "$VAR/$name.pid"
-    fi
-}
+. "$ROOT/deploy/daemons.sh"
 
 case "${1:-}" in
 up)
     mkdir -p "$VAR"
-    start dns dns --pyzone "$HERE/lab.zone.py" -i "$IP" -p "$DNS_PORT"
-    start a.lab sipproxy --domain a.lab --interface "$IP" --port 5060 \
+    start_twistd dns dns --pyzone "$HERE/lab.zone.py" -i "$IP" -p "$DNS_PORT"
+    start_twistd a.lab sipproxy --domain a.lab --interface "$IP" --port 5060 \
         --location "sqlite:$VAR/a.lab.sqlite" --users "$HERE/a.lab.users" \
         --dns "$IP:$DNS_PORT"
-    start b.lab sipproxy --domain b.lab --interface "$IP" --port 5070 \
+    start_twistd b.lab sipproxy --domain b.lab --interface "$IP" --port 5070 \
         --location "sqlite:$VAR/b.lab.sqlite" --users "$HERE/b.lab.users" \
         --dns "$IP:$DNS_PORT"
-    start redirect sipredirect --domain a.lab --interface "$IP" --port 5080 \
+    start_twistd redirect sipredirect --domain a.lab --interface "$IP" --port 5080 \
         --location "sqlite:$VAR/a.lab.sqlite" --route "b.lab=$IP:5070"
     ;;
 down)
     for name in redirect b.lab a.lab dns; do stop "$name"; done
     ;;
 status)
-    for name in dns a.lab b.lab redirect; do
-        if [ -f "$VAR/$name.pid" ] && kill -0 "$(cat "$VAR/$name.pid")" 2>/dev/null; then
-            echo "$name running (pid $(cat "$VAR/$name.pid"))"
-        else
-            echo "$name stopped"
-        fi
-    done
+    status dns a.lab b.lab redirect
     ;;
 *)
     echo "usage: $0 up|down|status" >&2; exit 2

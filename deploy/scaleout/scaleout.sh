@@ -24,23 +24,7 @@ REDIS_PORT="${SCALEOUT_REDIS_PORT:-6390}"
 WORKERS="${SCALEOUT_WORKERS:-1}"
 LOCATION="redis://127.0.0.1:$REDIS_PORT/0"
 
-running() { [ -f "$VAR/$1.pid" ] && kill -0 "$(cat "$VAR/$1.pid")" 2>/dev/null; }
-
-start_twistd() {  # name, then twistd plugin arguments
-    name=$1; shift
-    if running "$name"; then echo "$name already running (pid $(cat "$VAR/$name.pid"))"; return; fi
-    (cd "$VAR" && "$TWISTD" --pidfile="$VAR/$name.pid" --logfile="$VAR/$name.log" "$@")
-    echo "$name started (pid $(cat "$VAR/$name.pid"), log var/scaleout/$name.log)"
-}
-
-stop() {
-    name=$1
-    if [ -f "$VAR/$name.pid" ]; then
-        pid=$(cat "$VAR/$name.pid")
-        kill "$pid" 2>/dev/null && echo "$name stopped (pid $pid)" || echo "$name was not running"
-        rm -f "$VAR/$name.pid"
-    fi
-}
+. "$ROOT/deploy/daemons.sh"
 
 case "${1:-}" in
 up)
@@ -68,10 +52,7 @@ down)
     for name in node2 node1 dns redis; do stop "$name"; done
     ;;
 status)
-    for name in redis dns node1 node2; do
-        if running "$name"; then echo "$name running (pid $(cat "$VAR/$name.pid"))"
-        else echo "$name stopped"; fi
-    done
+    status redis dns node1 node2
     ;;
 *)
     echo "usage: $0 up|down|status" >&2; exit 2
