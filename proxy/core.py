@@ -33,6 +33,7 @@ from proxy.routing import (
     LocalIdentity,
     Target,
     classify,
+    is_ip_literal,
     parse_received,
     preprocess_routes,
     q_groups,
@@ -47,6 +48,7 @@ from proxy.validation import (
     check_syntax,
     loop_hash,
     make_branch,
+    received_route,
 )
 from registrar.bruteforce import AuthGuard, guard_from_config
 from registrar.location import LocationError, normalise_aor, open_location
@@ -236,8 +238,9 @@ class ProxyRole(BaseRole):
         if rejection is not None:
             self._reject(tx, request, rejection)
             return
-        # §16.6 step 8: the loop hash covers the request as it reached us.
-        loop_part = loop_hash(request, request.top_via)
+        # §16.6 step 8: the loop hash covers the request as it reached us; it is only
+        # computed if the request is forwarded (a REGISTER for us never is).
+        as_received = received_route(request)
         popped = preprocess_routes(request, me)  # §16.4: the Route of ours it removed
         decision = classify(request, me)
         if request.method == "REGISTER" and decision.kind in ("lookup", "local"):
@@ -258,6 +261,7 @@ class ProxyRole(BaseRole):
             # §16.2: a stateful proxy sends 100 at once for INVITE, so the client stops
             # retransmitting while we look up and fork.
             tx.send_response(make_response(request, 100))
+        loop_part = loop_hash(request, request.top_via, as_received)
         env = _Forwarder(self, tx, request, loop_part, source)
         targets = self._targets_now(request, decision)
         if targets is not _ASYNC:
@@ -388,6 +392,8 @@ class ProxyRole(BaseRole):
                     if targets:
                         break
                 return self._lookup_result(targets, decision.aors)
+        if decision.kind == "foreign":
+            return self._foreign_now(request.uri)
         return _ASYNC
 
     def _add_targets(self, targets: list[Target], bindings: Any) -> None:
@@ -441,19 +447,26 @@ class ProxyRole(BaseRole):
             label=binding.aor,
         )
 
-    @defer.inlineCallbacks
-    def _foreign(self, uri: Any) -> Any:
-        """The cross-domain order: --route, --redirect-server, DNS, --upstream."""
+    def _foreign_now(self, uri: Any) -> Any:
+        """`_foreign`'s answer when it needs no waiting (a --route, an address), else
+        `_ASYNC`: in-dialog requests to a Contact take this path, with no Deferred."""
         if isinstance(uri, SipURI):
             host = uri.host.lower()
             direct = self.resolver.static_route(host)
             if direct is not None:
                 return [[Target(uri, dest=direct, label="route")]]
-            from proxy.routing import is_ip_literal
-
             if is_ip_literal(host):
                 # An address, not a domain (a Contact, a recursed 3xx): send it there.
                 return [[Target(uri)]]
+        return _ASYNC
+
+    @defer.inlineCallbacks
+    def _foreign(self, uri: Any) -> Any:
+        """The cross-domain order: --route, --redirect-server, DNS, --upstream."""
+        now = self._foreign_now(uri)
+        if now is not _ASYNC:
+            return now
+        if isinstance(uri, SipURI):
             if self.redirect_server is not None:
                 # The redirect server is asked like any next hop; its 3xx is recursed
                 # on in the response context (§16.7 step 6, via _recurse).
@@ -618,7 +631,11 @@ class ProxyRole(BaseRole):
             )
             self.stack.send_stateless(out, dest)
 
-        self.resolver.resolve(hop).addCallback(send)
+        direct = uri_address(hop)
+        if direct is not None:
+            send([direct])  # an IP-literal hop (the usual Contact): no Deferred
+        else:
+            self.resolver.resolve(hop).addCallback(send)
 
     def stray_response(self, response: Response, source: Address) -> None:
         """A response no client transaction wants, e.g. a 2xx retransmission after the

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sipcore.headers import Via
 from sipcore.ids import MAGIC_COOKIE
 from sipcore.message import Request
+from sipcore.uri import URI
 
 __all__ = [
     "SUPPORTED_SCHEMES",
@@ -27,6 +28,7 @@ __all__ = [
     "check_syntax",
     "loop_hash",
     "make_branch",
+    "received_route",
 ]
 
 #: §16.3 step 2: schemes we can route; anything else gets 416.
@@ -92,17 +94,22 @@ def _via_identity(via: Via) -> str:
     return f"{via.transport} {via.host.lower()}:{via.port} {via.branch}"
 
 
-def loop_hash(request: Request, prior_via: Via) -> str:
+def loop_hash(
+    request: Request, prior_via: Via, as_received: tuple[URI, list[str]] | None = None
+) -> str:
     """§16.6 step 8: hash of the fields that decide how this request is routed.
 
     RFC 3261 lists To tag, From tag, Call-ID, the Request-URI as received, the topmost
     Via as received, the CSeq number, Proxy-Require and Proxy-Authorization; we add the
     Route values (§16.6 step 8 says the value SHOULD reflect them). ``prior_via`` is the
     Via that was on top when the request reached us, so the same hash can be recomputed
-    later from a request that has our Via above it (§16.3 step 4).
+    later from a request that has our Via above it (§16.3 step 4). ``as_received`` is
+    the Request-URI and Route values noted before §16.4 rewrote them (`received_route`),
+    so that the hash is only computed for requests that are really forwarded.
     """
+    uri, routes = as_received or received_route(request)
     parts = [
-        str(request.uri),
+        str(uri),
         request.to.tag or "",
         request.from_.tag or "",
         request.call_id,
@@ -110,10 +117,15 @@ def loop_hash(request: Request, prior_via: Via) -> str:
         _via_identity(prior_via),
         "|".join(request.headers.get_all("Proxy-Require")),
         "|".join(request.headers.get_all("Proxy-Authorization")),
-        "|".join(request.headers.get_all("Route")),
+        "|".join(routes),
     ]
     digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
+
+
+def received_route(request: Request) -> tuple[URI, list[str]]:
+    """The routing fields `loop_hash` covers that §16.4 may change: note them first."""
+    return request.uri, request.headers.get_all("Route")
 
 
 def make_branch(loop_part: str, unique: str | None = None) -> str:
