@@ -9,7 +9,7 @@ DOMAIN ?= a.lab
 INTERFACE ?= 127.0.0.1
 PORT ?= 5060
 
-.PHONY: run test bench lint lab clean sysdeps-run sysdeps-test
+.PHONY: run test bench compare lint lab clean sysdeps-run sysdeps-test
 
 run: sysdeps-run $(BIN)/.installed
 	$(BIN)/twistd -n --pidfile= sipproxy --domain $(DOMAIN) --interface $(INTERFACE) --port $(PORT)
@@ -22,6 +22,11 @@ test: sysdeps-test $(BIN)/.installed
 bench: sysdeps-test $(BIN)/.installed
 	-$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python bench/run_all.py
+
+# Our proxy (1 and 2 workers) and Kamailio through the same sipp ramps, one table (~15 min).
+compare: sysdeps-test $(BIN)/.installed
+	@$(PYTHON) deploy/sysdeps.py --required kamailio
+	$(BIN)/python bench/compare.py
 
 lab: sysdeps-test $(BIN)/.installed
 	$(BIN)/sipcalling-lab

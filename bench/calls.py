@@ -118,6 +118,7 @@ def main() -> int:
         print(sipplib.summary(label, best, rss, "calls"), flush=True)
         sipplib.result_line(bench="calls", config=args.config_name or f"workers{args.workers}",
                             rate=best.rate if best else 0,
+                            done=f"{best.completed_rate:.0f}" if best else 0,
                             cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
                             rss=sipplib.fmt(rss, 0))
         return 0

@@ -79,6 +79,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
     key = args.config_name or label.split(":")[0].replace(" ", "_")
     sipplib.result_line(bench="register", config=key,
                         rate=best.rate if best else 0,
+                        done=f"{best.completed_rate:.0f}" if best else 0,
                         cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
                         rss=sipplib.fmt(rss, 0))
     return best

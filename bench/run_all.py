@@ -58,15 +58,17 @@ def main() -> int:
 def print_table(results: list[dict[str, str]]) -> None:
     """The summary: REGISTER/s and calls/s (sipp), the in-process hot path, memory."""
     print("\n=== summary ===")
-    print(f"{'measure':44} {'figure':>12} {'server CPU':>11} {'RSS MiB':>8}")
+    print(f"{'measure':44} {'figure':>12} {'done/s':>8} {'server CPU':>11} {'RSS MiB':>8}")
     for r in results:
         bench = r.get("bench")
         if bench == "register":
             print(f"{'REGISTER/s ' + r.get('config', ''):44} {r.get('rate', '-'):>12} "
-                  f"{r.get('cpu', '-') + '%':>11} {r.get('rss', '-'):>8}")
+                  f"{r.get('done', '-'):>8} {r.get('cpu', '-') + '%':>11} "
+                  f"{r.get('rss', '-'):>8}")
         elif bench == "calls":
             print(f"{'calls/s ' + r.get('config', ''):44} {r.get('rate', '-'):>12} "
-                  f"{r.get('cpu', '-') + '%':>11} {r.get('rss', '-'):>8}")
+                  f"{r.get('done', '-'):>8} {r.get('cpu', '-') + '%':>11} "
+                  f"{r.get('rss', '-'):>8}")
         elif bench == "hotpath":
             print(f"{'hot path us/REGISTER (in-process)':44} {r.get('register_us', '-'):>12}")
             print(f"{'hot path us/message of a call (in-process)':44} "
