@@ -134,6 +134,46 @@ class _Plan:
     aor: str
     changes: list[Change]
     query_only: bool
+    #: The request's Path values when already read (the 200 may echo them).
+    path: tuple[str, ...] | None = None
+
+
+class _Reply:
+    """Sends the one final response of a REGISTER answered through a Deferred chain
+    (an asynchronous store, an error, a delayed 401)."""
+
+    __slots__ = ("registrar", "request", "tx", "to_tag", "sent")
+
+    def __init__(
+        self, registrar: Registrar, request: Request, tx: ServerTransaction, to_tag: str
+    ) -> None:
+        self.registrar = registrar
+        self.request = request
+        self.tx = tx
+        self.to_tag = to_tag
+        self.sent = False
+
+    def send(self, response: Response) -> None:
+        if self.sent:
+            return  # exactly one final response, whatever went wrong after it
+        self.sent = True
+        self.tx.send_response(response)
+
+    def ok(self, bindings: list[Binding]) -> None:
+        self.send(self.registrar._ok(self.request, bindings, self.to_tag))
+
+    def answer_error(self, failure: Failure) -> defer.Deferred | None:
+        registrar = self.registrar
+        delay = getattr(failure.value, "delay", 0.0)
+        if delay > 0:
+            # registrar.bruteforce: a repeated 401 for one account is held back.
+            response = registrar._error_response(self.request, failure, self.to_tag)
+            return task.deferLater(registrar.clock, delay, self.send, response)
+        self.send(registrar._error_response(self.request, failure, self.to_tag))
+        return None
+
+    def internal_error(self, failure: Failure) -> None:
+        self.send(self.registrar._internal_error(self.request, failure, self.to_tag))
 
 
 class Registrar:
@@ -173,43 +213,51 @@ class Registrar:
         # under one secret; created on first use so unused domains cost nothing.
         self._secret = secrets.token_bytes(32)
         self._authenticators: dict[str, DigestAuthenticator] = {}
+        # Date header text for one whole second of `clock` (many 200s share it).
+        self._date_second: int | None = None
+        self._date_text = ""
+
+    @property
+    def location(self) -> LocationService:
+        return self._location
+
+    @location.setter
+    def location(self, store: LocationService) -> None:
+        self._location = store
+        # Looked up per store rather than per REGISTER: the synchronous forms (memory:)
+        # or None for a store that only answers through Deferreds.
+        self._get_now = getattr(store, "get_now", None)
+        self._update_now = getattr(store, "update_now", None)
 
     # -- entry point ------------------------------------------------------------------
 
     def handle(self, request: Request, tx: ServerTransaction, source: Address) -> defer.Deferred:
         """Process one REGISTER; fires (with None) once the final response is sent."""
         to_tag = new_tag()
-        sent: list[bool] = []
-
-        def send(response: Response) -> None:
-            if sent:
-                return  # exactly one final response, whatever went wrong after it
-            sent.append(True)
-            tx.send_response(response)
-
-        def answer_error(failure: Failure) -> defer.Deferred | None:
-            delay = getattr(failure.value, "delay", 0.0)
-            if delay > 0:
-                # registrar.bruteforce: a repeated 401 for one account is held back.
-                response = self._error_response(request, failure, to_tag)
-                return task.deferLater(self.clock, delay, send, response)
-            send(self._error_response(request, failure, to_tag))
-            return None
-
+        sent = False
+        reply: _Reply | None = None
         try:
             plan = self._check(request, source)
-            now = self._apply_now(plan)
-            if now is not None:
-                # A store that answers synchronously (memory:): no Deferred chain.
-                send(self._ok(request, now, to_tag))
+            bindings = self._apply_now(plan)
+            if bindings is not None:
+                # A store that answers synchronously (memory:): no Deferred chain and
+                # no per-request callback objects.
+                response = self._ok(request, bindings, to_tag, plan.path)
+                sent = True
+                tx.send_response(response)
                 return defer.succeed(None)
+            reply = _Reply(self, request, tx, to_tag)
             d = self._apply(plan)
-            d.addCallback(lambda bindings: send(self._ok(request, bindings, to_tag)))
+            d.addCallback(reply.ok)
         except Exception:
             d = defer.fail()
-        d.addErrback(answer_error)
+            if reply is None:
+                reply = _Reply(self, request, tx, to_tag)
+                # A send that raised still counts: exactly one final response.
+                reply.sent = sent
+        d.addErrback(reply.answer_error)
         # A failure while building the error response itself must not escape either.
-        d.addErrback(lambda f: send(self._internal_error(request, f, to_tag)))
+        d.addErrback(reply.internal_error)
         return d
 
     # -- the checks, in RFC 3261 §10.3 order ---------------------------------------------
@@ -234,7 +282,10 @@ class Registrar:
 
     def _check_require(self, request: Request) -> None:
         """Step 2: §8.2.2.3, 420 listing the option-tags we do not understand."""
-        required = [t.strip() for t in request.headers.get_all("Require")]
+        values = request.headers.get_all("Require")
+        if not values:
+            return
+        required = [t.strip() for t in values]
         unknown = [t for t in required if t.lower() not in SUPPORTED_OPTIONS]
         if unknown:
             raise RegisterError(420, None, [("Unsupported", ", ".join(unknown))])
@@ -352,7 +403,7 @@ class Registrar:
             changes.append(
                 _change(aor, contact, expires, now, call_id, cseq, path, source, user_agent)
             )
-        return _Plan(aor, changes, query_only=False)
+        return _Plan(aor, changes, query_only=False, path=path)
 
     def _expiry(self, contact: Contact, header_expires: int | None) -> int:
         """§10.3 step 6: contact param, else Expires header, else our default."""
@@ -373,13 +424,11 @@ class Registrar:
 
     def _apply_now(self, plan: _Plan) -> list[Binding] | None:
         """The store's answer at once if it offers synchronous forms, else None."""
-        name = "get_now" if plan.query_only else "update_now"
-        method = getattr(self.location, name, None)
-        if method is None:
-            return None
         if plan.query_only:
-            return list(method(plan.aor))
-        return list(method(plan.aor, plan.changes))
+            get_now = self._get_now
+            return None if get_now is None else list(get_now(plan.aor))
+        update_now = self._update_now
+        return None if update_now is None else list(update_now(plan.aor, plan.changes))
 
     def _apply(self, plan: _Plan) -> defer.Deferred:
         if plan.query_only:
@@ -388,8 +437,13 @@ class Registrar:
 
     # -- responses ---------------------------------------------------------------------
 
-    def _ok(self, request: Request, bindings: list[Binding], to_tag: str) -> Response:
-        """Step 8: 200 with every current binding and its remaining time, plus Date."""
+    def _ok(
+        self, request: Request, bindings: list[Binding], to_tag: str,
+        path: tuple[str, ...] | None = None,
+    ) -> Response:
+        """Step 8: 200 with every current binding and its remaining time, plus Date.
+
+        `path`: the request's Path values if the caller has them already."""
         response = make_response(request, 200, to_tag=to_tag)
         headers = response.headers
         now = self.clock.seconds()
@@ -397,11 +451,23 @@ class Registrar:
             headers.add("Contact", _contact_value(binding, now))
         if _lists(request, "Supported", "path"):
             # RFC 3327 §5.3: echo the Path we stored, so the UA learns its route set.
-            for value in request.headers.get_all("Path"):
+            for value in request.headers.get_all("Path") if path is None else path:
                 headers.add("Path", value)
         headers.add("Supported", "path, outbound")
-        headers.add("Date", email.utils.formatdate(now, usegmt=True))
+        headers.add("Date", self._date(now))
         return response
+
+    def _date(self, now: float) -> str:
+        """`formatdate(now, usegmt=True)`, formatted once per second of the clock."""
+        second = int(now)
+        if not 0 <= now - second <= 0.999999:
+            # Negative times, or so close to the next second that formatdate's
+            # rounding to microseconds would already show that second.
+            return email.utils.formatdate(now, usegmt=True)
+        if second != self._date_second:
+            self._date_text = email.utils.formatdate(second, usegmt=True)
+            self._date_second = second
+        return self._date_text
 
     def _error_response(self, request: Request, failure: Failure, to_tag: str) -> Response:
         exc = failure.value
@@ -493,7 +559,8 @@ def _digest_uri_acceptable(uri_text: str, request: Request) -> bool:
 
 
 def _lists(request: Request, header: str, tag: str) -> bool:
-    return any(t.strip().lower() == tag for t in request.headers.get_all(header))
+    values = request.headers.get_all(header)
+    return bool(values) and any(t.strip().lower() == tag for t in values)
 
 
 def _parse_contacts(request: Request) -> tuple[list[Contact], int | None]:
@@ -502,15 +569,6 @@ def _parse_contacts(request: Request) -> tuple[list[Contact], int | None]:
         return request.contacts, request.expires
     except ParseError as e:
         raise RegisterError(400, e.reason) from None
-
-
-def _contact_uri(contact: Contact) -> str:
-    uri = contact.uri
-    if not isinstance(uri, SipURI):
-        # We only register what a SIP proxy can route to (§10.2.1 allows any scheme,
-        # but nothing downstream of us can use a mailto: or tel: contact).
-        raise RegisterError(400, "Unsupported Contact URI Scheme")
-    return str(uri)
 
 
 def _outbound_keys(contact: Contact) -> tuple[str | None, int | None]:
@@ -531,10 +589,14 @@ def _change(
     aor: str, contact: Contact, expires: int, now: float, call_id: str, cseq: int,
     path: tuple[str, ...], source: Address, user_agent: str | None,
 ) -> Change:
-    uri = _contact_uri(contact)
+    sip_uri = contact.uri
+    if not isinstance(sip_uri, SipURI):
+        # We only register what a SIP proxy can route to (§10.2.1 allows any scheme,
+        # but nothing downstream of us can use a mailto: or tel: contact).
+        raise RegisterError(400, "Unsupported Contact URI Scheme")
+    uri = str(sip_uri)
     instance, reg_id = _outbound_keys(contact)
-    assert isinstance(contact.uri, SipURI)
-    received = _nat_received(contact.uri, source, outbound=reg_id is not None)
+    received = _nat_received(sip_uri, source, outbound=reg_id is not None)
     if expires == 0:
         return Removal(uri, call_id, cseq, instance, reg_id)
     try:

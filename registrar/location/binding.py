@@ -204,7 +204,15 @@ def binding_from_json(text: str) -> Binding:
 
 def sort_bindings(entries: Iterable[tuple[int, Binding]]) -> list[Binding]:
     """Highest q first, then the most recently written (highest sequence number)."""
-    return [b for _, b in sorted(entries, key=lambda e: (-e[1].q, -e[0]))]
+    items = list(entries)
+    if len(items) == 1:
+        return [items[0][1]]  # the usual AOR: nothing to order
+    items.sort(key=_sort_key)
+    return [b for _, b in items]
+
+
+def _sort_key(entry: tuple[int, Binding]) -> tuple[float, int]:
+    return -entry[1].q, -entry[0]
 
 
 @dataclass
@@ -230,18 +238,26 @@ def apply_changes(
     the CSeq check, as they no longer exist as far as the protocol is concerned.
     Raises StaleCSeq before touching anything.
     """
-    live = {k: v for k, v in current.items() if v[1].expires_at > now}
-    removed = {k for k in current if k not in live}
+    # One pass for the live bindings and the highest sequence number (expired ones
+    # count too, so a sequence number is never reused within the AOR).
+    live: dict[str, tuple[int, Binding]] = {}
+    seq = 0
+    for k, v in current.items():
+        if v[0] > seq:
+            seq = v[0]
+        if v[1].expires_at > now:
+            live[k] = v
+    removed = {k for k in current if k not in live} if len(live) < len(current) else set()
+    keys = [change.key for change in changes]
     if check_cseq:
-        _check_cseq(aor, live, changes)
-    state = dict(live)
+        _check_cseq(aor, live, changes, keys)
+    # `live` is not read again: it becomes the new state in place.
+    state = live
     written: dict[str, tuple[int, Binding]] = {}
-    seq = max((s for s, _ in current.values()), default=0)
-    for change in changes:
+    for change, key in zip(changes, keys):
         if isinstance(change, Binding):
             if change.aor != aor:
                 raise ValueError(f"binding for {change.aor} in an update of {aor}")
-            key = change.key
             if change.expires_at <= now:
                 # Expires: 0 written as a binding: a removal, not a dead row.
                 if state.pop(key, None) is not None:
@@ -256,19 +272,21 @@ def apply_changes(
             state.clear()
             written.clear()
         else:
-            key = change.key
             if state.pop(key, None) is not None:
                 removed.add(key)
             written.pop(key, None)
-    return ApplyResult(state=state, removed=removed - set(state), written=written)
+    if removed:
+        removed.difference_update(state)
+    return ApplyResult(state, removed, written)
 
 
 def _check_cseq(
-    aor: str, live: Mapping[str, tuple[int, Binding]], changes: Sequence[Change]
+    aor: str, live: Mapping[str, tuple[int, Binding]], changes: Sequence[Change],
+    keys: Sequence[str],
 ) -> None:
     # Checked against the bindings as stored *before* this request, so a REGISTER
     # that lists the same contact twice does not trip over its own first write.
-    for change in changes:
+    for change, key in zip(changes, keys):
         if isinstance(change, Removal):
             if change.call_id is None or change.cseq is None:
                 continue
@@ -276,11 +294,11 @@ def _check_cseq(
             if change.contact == WILDCARD:
                 targets = list(live.values())
             else:
-                hit = live.get(change.key)
+                hit = live.get(key)
                 targets = [hit] if hit else []
         else:
             call_id, cseq = change.call_id, change.cseq
-            hit = live.get(change.key)
+            hit = live.get(key)
             targets = [hit] if hit else []
         for _, old in targets:
             if old.call_id == call_id and old.cseq >= cseq:
