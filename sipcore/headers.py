@@ -23,7 +23,6 @@ _VIA_RE = re.compile(
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
-_INT_RE = re.compile(r"[0-9]{1,10}")
 _Q_RE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
 
 
@@ -71,7 +70,9 @@ def _unquote(value: str) -> str:
 def parse_int(text: str, what: str, maximum: int) -> int:
     """A non-negative decimal integer no larger than ``maximum``, else ParseError."""
     text = text.strip(" \t")
-    if _INT_RE.fullmatch(text) is None:
+    # The regex [0-9]{1,10} without the regex; isascii() because isdigit() alone
+    # would take non-ASCII digits such as '²'.
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()):
         raise ParseError(f"Bad {what}")
     value = int(text)
     if value > maximum:
@@ -108,10 +109,11 @@ class Via:
         params = parse_params(text, m.end())
         if "ttl" in params:
             parse_int(params["ttl"] or "", "Via ttl", 255)
-        if params.get("rport") is not None:
+        rport = params.get("rport")
+        if rport is not None:
             # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]. Checked here because
             # a response is routed by it (RFC 3261 §18.2.2): int() must not fail later.
-            parse_int(params["rport"] or "", "Via rport", 65535)
+            parse_int(rport, "Via rport", 65535)
         return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
     def __str__(self) -> str:
@@ -127,20 +129,24 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self._param("branch")
+        value = self.params.get("branch", False)
+        return None if value is False else value or ""  # type: ignore[return-value]
 
     @property
     def received(self) -> str | None:
-        return self._param("received")
+        value = self.params.get("received", False)
+        return None if value is False else value or ""  # type: ignore[return-value]
 
     @property
     def rport(self) -> str | None:
         """None if absent, '' if present without a value (RFC 3581 request), else the port."""
-        return self._param("rport")
+        value = self.params.get("rport", False)
+        return None if value is False else value or ""  # type: ignore[return-value]
 
     @property
     def maddr(self) -> str | None:
-        return self._param("maddr")
+        value = self.params.get("maddr", False)
+        return None if value is False else value or ""  # type: ignore[return-value]
 
     @property
     def ttl(self) -> int | None:

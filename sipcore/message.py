@@ -137,13 +137,15 @@ _PRETTY = {
 }
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
-_COUNTED = frozenset(_REQUIRED + _SINGLE)
 _RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+_RESPONSE_COPY_100 = _RESPONSE_COPY | {"timestamp"}
 # Caps on list-valued headers: every proxy walks them on each hop, so a request with
 # thousands of Vias or Routes is an amplification attack, not a call (sipcore.limits).
 _LIST_LIMITS = {
     "via": MAX_VIAS, "route": MAX_ROUTES, "record-route": MAX_ROUTES, "contact": MAX_CONTACTS,
 }
+# With no commas in list fields and at most this many fields, no cap can be exceeded.
+_MIN_LIST_LIMIT = min(_LIST_LIMITS.values())
 
 # Header key -> the entries of `Headers._cache` computed from it (see Message).
 _CACHE_DEPS: dict[str, tuple[str, ...]] = {
@@ -156,7 +158,6 @@ _REQ_LINE_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
 _VERSION_RE = re.compile(r"SIP/([0-9]{1,5})\.([0-9]{1,5})", re.I)
 _STATUS_RE = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
-_WS_RE = re.compile(r"[ \t]")
 
 # name as written -> canonical key; filled lazily, bounded so that hostile
 # traffic with random header names cannot grow it without limit.
@@ -177,13 +178,19 @@ def header_key(name: str) -> str:
     return key
 
 
-def _checked(name: str, value: str) -> tuple[str, str]:
-    if _TOKEN_RE.fullmatch(name) is None:
-        raise ValueError(f"invalid header name {name!r}")
-    value = str(value)
+def _checked(name: str, value: str) -> tuple[str, str, str]:
+    """(key, name, value) for a field set through the API, or ValueError."""
+    key = _KEYS.get(name)
+    if key is None:
+        # Only valid tokens ever enter _KEYS, so a hit needs no regex check.
+        if _TOKEN_RE.fullmatch(name) is None:
+            raise ValueError(f"invalid header name {name!r}")
+        key = header_key(name)
+    if value.__class__ is not str:
+        value = str(value)
     if "\r" in value or "\n" in value:
         raise ValueError("header value must not contain CR or LF")
-    return name, value
+    return key, name, value
 
 
 # A header field: (key, name as written, value with folding undone, raw line(s)
@@ -213,7 +220,7 @@ class Headers:
     # -- reading ---------------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field's (whole) value."""
-        key = header_key(name)
+        key = _KEYS.get(name) or header_key(name)
         for f in self._fields:
             if f[0] == key:
                 return f[2]
@@ -221,33 +228,55 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value; list-valued headers are split on commas (empty items dropped)."""
-        key = header_key(name)
-        out: list[str] = []
-        split = key in LIST_HEADERS
-        for f in self._fields:
-            if f[0] == key:
-                if split:
-                    out.extend(v for v in split_header_list(f[2]) if v)
-                else:
-                    out.append(f[2])
-        return out
+        key = _KEYS.get(name) or header_key(name)
+        if key in LIST_HEADERS:
+            out: list[str] = []
+            for f in self._fields:
+                if f[0] == key:
+                    value = f[2]
+                    if "," in value:
+                        out.extend(v for v in split_header_list(value) if v)
+                    else:
+                        # What split_header_list gives for a comma-free value.
+                        value = value.strip(" \t")
+                        if value:
+                            out.append(value)
+            return out
+        return [f[2] for f in self._fields if f[0] == key]
 
     def _values_strict(self, key: str) -> list[str]:
         # Like get_all, but an empty list element is malformed input.
         out: list[str] = []
         for f in self._fields:
             if f[0] == key:
-                for v in split_header_list(f[2]):
+                value = f[2]
+                if "," not in value:
+                    value = value.strip(" \t")
+                    if not value:
+                        raise ParseError(f"Empty {_PRETTY.get(key, key)} value")
+                    out.append(value)
+                    continue
+                for v in split_header_list(value):
                     if not v:
                         raise ParseError(f"Empty {_PRETTY.get(key, key)} value")
                     out.append(v)
         return out
 
+    def _first(self, key: str) -> str | None:
+        # get() for a canonical key: the accessors' fast path.
+        for f in self._fields:
+            if f[0] == key:
+                return f[2]
+        return None
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(f[0] == key for f in self._fields)
+        key = _KEYS.get(name) or header_key(name)
+        for f in self._fields:
+            if f[0] == key:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((f[1], f[2]) for f in self._fields)
@@ -281,20 +310,23 @@ class Headers:
         if key is None:
             self._cache = {}
             return
-        for dep in _CACHE_DEPS.get(key, (key,)):
-            cache.pop(dep, None)
+        deps = _CACHE_DEPS.get(key)
+        if deps is None:
+            cache.pop(key, None)
+        else:
+            for dep in deps:
+                cache.pop(dep, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        name, value = _checked(name, value)
-        key = header_key(name)
+        key, name, value = _checked(name, value)
         self._fields.append((key, name, value, None))
-        self._changed(key)
+        if self._cache:
+            self._changed(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first field of that name (or at the top)."""
-        name, value = _checked(name, value)
-        key = header_key(name)
+        key, name, value = _checked(name, value)
         fields = self._fields
         pos = next((i for i, f in enumerate(fields) if f[0] == key), 0)
         fields.insert(pos, (key, name, value, None))
@@ -302,8 +334,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name with one field, kept in the first's place."""
-        name, value = _checked(name, value)
-        key = header_key(name)
+        key, name, value = _checked(name, value)
         new: _Field = (key, name, value, None)
         fields: list[_Field] = []
         placed = False
@@ -346,8 +377,7 @@ class Headers:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first *value* (e.g. the top Via), or add the field if absent."""
-        name, value = _checked(name, value)
-        key = header_key(name)
+        key, name, value = _checked(name, value)
         fields = self._fields
         for i, f in enumerate(fields):
             if f[0] == key:
@@ -380,7 +410,7 @@ class Message:
 
     # -- structured accessors (lazy, cached, raise ParseError) ------------------
     def _require(self, key: str) -> str:
-        value = self.headers.get(key)
+        value = self.headers._first(key)
         if value is None:
             raise ParseError(f"Missing {_PRETTY.get(key, key)} header")
         return value
@@ -403,7 +433,8 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        cache = self.headers._cache
+        headers = self.headers
+        cache = headers._cache
         via = cache.get("top_via")
         if via is None:
             vias = cache.get("vias")
@@ -412,7 +443,9 @@ class Message:
                     raise ParseError("Missing Via header")
                 via = vias[0]
             else:
-                value = self._require("via")
+                value = headers._first("via")
+                if value is None:
+                    raise ParseError("Missing Via header")
                 if "," in value:
                     value = split_header_list(value)[0]
                 via = Via.parse(value)
@@ -421,33 +454,49 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        cache = self.headers._cache
-        cseq = cache.get("cseq")
+        headers = self.headers
+        cseq = headers._cache.get("cseq")
         if cseq is None:
-            cseq = cache["cseq"] = CSeq.parse(self._require("cseq"))
+            value = headers._first("cseq")
+            if value is None:
+                raise ParseError("Missing CSeq header")
+            cseq = headers._cache["cseq"] = CSeq.parse(value)
         return cseq
 
     @property
     def call_id(self) -> str:
-        value = self._require("call-id")
-        if not value or _WS_RE.search(value):
-            raise ParseError("Bad Call-ID")
+        # Cached under its header key, so Headers._changed("call-id") drops it.
+        headers = self.headers
+        value = headers._cache.get("call-id")
+        if value is None:
+            value = headers._first("call-id")
+            if value is None:
+                raise ParseError("Missing Call-ID header")
+            if not value or " " in value or "\t" in value:
+                raise ParseError("Bad Call-ID")
+            headers._cache["call-id"] = value
         return value
 
     @property
     def from_(self) -> NameAddr:
-        cache = self.headers._cache
-        value = cache.get("from")
+        headers = self.headers
+        value = headers._cache.get("from")
         if value is None:
-            value = cache["from"] = parse_name_addr(self._require("from"))
+            text = headers._first("from")
+            if text is None:
+                raise ParseError("Missing From header")
+            value = headers._cache["from"] = parse_name_addr(text)
         return value
 
     @property
     def to(self) -> NameAddr:
-        cache = self.headers._cache
-        value = cache.get("to")
+        headers = self.headers
+        value = headers._cache.get("to")
         if value is None:
-            value = cache["to"] = parse_name_addr(self._require("to"))
+            text = headers._first("to")
+            if text is None:
+                raise ParseError("Missing To header")
+            value = headers._cache["to"] = parse_name_addr(text)
         return value
 
     @property
@@ -463,8 +512,15 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        value = self.headers.get("max-forwards")
-        return None if value is None else parse_int(value, "Max-Forwards", 255)
+        # Cached under its header key, so Headers._changed("max-forwards") drops it.
+        headers = self.headers
+        value = headers._cache.get("max-forwards")
+        if value is None:
+            text = headers._first("max-forwards")
+            if text is None:
+                return None
+            value = headers._cache["max-forwards"] = parse_int(text, "Max-Forwards", 255)
+        return value
 
     @property
     def expires(self) -> int | None:
@@ -500,25 +556,38 @@ class Message:
 
     # -- validation --------------------------------------------------------------
     def _validate_common(self) -> None:
-        counts: dict[str, int] = {}
-        # Upper bounds on list values (commas + 1); exact counts only when over a cap.
-        values: dict[str, int] = {}
-        for f in self.headers._fields:
-            if f[0] in _COUNTED:
-                counts[f[0]] = counts.get(f[0], 0) + 1
-            if f[0] in _LIST_LIMITS:
-                values[f[0]] = values.get(f[0], 0) + f[2].count(",") + 1
-        for key, count in values.items():
-            limit = _LIST_LIMITS[key]
-            if count > limit and len(self.headers.get_all(key)) > limit:
-                name = {"route": "Route", "record-route": "Record-Route"}.get(key)
-                name = name or _PRETTY.get(key) or key.title()
-                raise ParseError(f"Too Many {name} Values (limit {limit})")
+        headers = self.headers
+        fields = headers._fields
+        # Upper bounds on list values (fields + commas); exact counts only when over a
+        # cap.  Usually no list field has a comma and there are fewer fields than the
+        # smallest cap, so nothing can be over one and no counting is needed.
+        values: dict[str, int] | None = None
+        for f in fields:
+            if f[0] in _LIST_LIMITS and "," in f[2]:
+                values = {}
+                for g in fields:
+                    if g[0] in _LIST_LIMITS:
+                        values[g[0]] = values.get(g[0], 0) + g[2].count(",") + 1
+                break
+        keys = [f[0] for f in fields]
+        if values is None and len(keys) > _MIN_LIST_LIMIT:
+            values = {}
+            for key in keys:
+                if key in _LIST_LIMITS:
+                    values[key] = values.get(key, 0) + 1
+        if values:
+            for key, count in values.items():
+                limit = _LIST_LIMITS[key]
+                if count > limit and len(headers.get_all(key)) > limit:
+                    name = {"route": "Route", "record-route": "Record-Route"}.get(key)
+                    name = name or _PRETTY.get(key) or key.title()
+                    raise ParseError(f"Too Many {name} Values (limit {limit})")
+        # list.in / list.count run in C: cheaper than counting in a Python loop.
         for key in _REQUIRED:
-            if key not in counts:
+            if key not in keys:
                 raise ParseError(f"Missing {_PRETTY[key]} header")
         for key in _SINGLE:
-            if counts.get(key, 0) > 1:
+            if keys.count(key) > 1:
                 raise ParseError(f"Multiple {_PRETTY[key]} headers")
         # Parse (and cache) what every server needs, so errors surface here.
         _ = (self.cseq, self.top_via, self.from_, self.to, self.call_id, self.max_forwards)
@@ -681,13 +750,24 @@ def _parse_start_line(line: str) -> Request | Response:
         resp.reason = m.group(2) or ""
         resp.version = "SIP/2.0"
         return resp
-    m = _REQ_LINE_RE.fullmatch(line)
-    if m is None:
-        raise ParseError("Bad Request-Line")
-    method, uri_text, version = m.groups()
-    if _TOKEN_RE.fullmatch(method) is None:
-        raise ParseError("Bad Method")
-    _check_version(version)
+    parts = line.split(" ")
+    if (
+        len(parts) == 3
+        and parts[2] == "SIP/2.0"
+        and parts[0] in KNOWN_METHODS
+        and parts[1]
+        and "\t" not in line
+    ):
+        # The usual line: exactly what the regex and checks below would accept.
+        method, uri_text = parts[0], parts[1]
+    else:
+        m = _REQ_LINE_RE.fullmatch(line)
+        if m is None:
+            raise ParseError("Bad Request-Line")
+        method, uri_text, version = m.groups()
+        if _TOKEN_RE.fullmatch(method) is None:
+            raise ParseError("Bad Method")
+        _check_version(version)
     if len(uri_text) > MAX_URI_LENGTH:
         raise ParseError("Request-URI Too Long", 414)
     req = Request.__new__(Request)
@@ -731,21 +811,20 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     append = fields.append
     keys = _KEYS
     clen: str | None = None
-    for i in range(1, len(raw_lines)):
-        raw = raw_lines[i]
-        colon = raw.find(":")
-        if colon <= 0:
-            raise ParseError("Header without colon" if colon < 0 else "Empty header name")
-        if len(raw) > MAX_HEADER_LINE:
+    # No line can be longer than the whole block: then skip the per-line check.
+    check_len = len(head) > MAX_HEADER_LINE
+    for raw in raw_lines[1:]:
+        name, colon, value = raw.partition(":")
+        if not colon or not name:
+            raise ParseError("Empty header name" if colon else "Header without colon")
+        if check_len and len(raw) > MAX_HEADER_LINE:
             raise ParseError("Header Line Too Long")
-        name = raw[:colon]
         key = keys.get(name)
         if key is None:
             name = name.rstrip(" \t")
             if _TOKEN_RE.fullmatch(name) is None:
                 raise ParseError("Bad header name")
             key = header_key(name)
-        value = raw[colon + 1 :]
         if "\r" in value:
             value = _FOLD_RE.sub(" ", value)
         value = value.strip(" \t")
@@ -892,17 +971,20 @@ def make_response(
     ``to_tag`` is added to To unless it already has a tag; a 100 Trying also
     copies Timestamp.
     """
-    resp = Response(status, reason)
-    copy = _RESPONSE_COPY | {"timestamp"} if status == 100 else _RESPONSE_COPY
-    fields = resp.headers._fields
-    for f in request.headers._fields:
+    req_headers = request.headers
+    copy = _RESPONSE_COPY_100 if status == 100 else _RESPONSE_COPY
+    fields: list[_Field] = []
+    for f in req_headers._fields:
         if f[0] in copy:
             if f[0] == "to" and to_tag is not None and request.to.tag is None:
                 f = (f[0], f[1], f"{f[2]};tag={to_tag}", None)
             fields.append(f)
+    headers = Headers.__new__(Headers)
+    headers._fields = fields
+    headers._cache = {}
     # The Via fields were copied verbatim, so the request's parsed top Via is the
     # response's too: routing the response (§18.2.2) need not parse it again.
-    top = request.headers._cache.get("top_via")
+    top = req_headers._cache.get("top_via")
     if top is not None:
-        resp.headers._cache["top_via"] = top.copy()
-    return resp
+        headers._cache["top_via"] = top.copy()
+    return Response(status, reason, headers)

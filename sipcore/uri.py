@@ -262,6 +262,9 @@ def parse_uri(text: str) -> URI:
     Any scheme is accepted (unknown ones as :class:`AbsoluteURI`); rejecting
     unsupported schemes with 416 is up to the caller (see ``Request.validate``).
     """
+    snap = _SIP_CACHE.get(text)
+    if snap is not None:
+        return _from_snapshot(snap, text)
     m = _SCHEME_RE.match(text)
     if m is None:
         raise ParseError("Bad URI")
@@ -279,28 +282,27 @@ def parse_uri(text: str) -> URI:
     return AbsoluteURI(scheme, rest)
 
 
-# text -> the parsed components of a valid sip/sips URI. The same From/To/Contact/
+# text -> the SipURI._snapshot() of a valid sip/sips URI. The same From/To/Contact/
 # Request-URI texts recur on every message of a dialog and every refresh of a
-# registration; a hit skips the regex but still builds a fresh (mutable) SipURI.
+# registration; a hit (checked first thing in parse_uri) skips the scheme and URI
+# regexes but still builds a fresh (mutable) SipURI.
 # Bounded: cleared when full, since the texts come from the network.
 _SIP_CACHE: dict[str, tuple[Any, ...]] = {}
 _SIP_CACHE_MAX = 16384
 
 
+def _from_snapshot(snap: tuple[Any, ...], text: str) -> SipURI:
+    scheme, user, password, host, port, params, headers = snap
+    uri = SipURI(scheme, user, password, host, port, dict(params), dict(headers))
+    uri._orig = (snap, text)
+    return uri
+
+
 def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
-    hit = _SIP_CACHE.get(text)
-    if hit is not None:
-        user, password, host, port, params, headers, snap = hit
-        uri = SipURI(scheme, user, password, host, port, dict(params), dict(headers))
-        uri._orig = (snap, text)
-        return uri
     uri = _parse_sip_text(scheme, rest, text)
     if len(_SIP_CACHE) >= _SIP_CACHE_MAX:
         _SIP_CACHE.clear()
-    snap = uri._orig[0]  # type: ignore[index]
-    _SIP_CACHE[text] = (
-        uri.user, uri.password, uri.host, uri.port, snap[5], snap[6], snap,
-    )
+    _SIP_CACHE[text] = uri._orig[0]  # type: ignore[index]
     return uri
 
 
@@ -324,8 +326,11 @@ def _parse_sip_text(scheme: str, rest: str, text: str) -> SipURI:
         for item in headers_s.split("&"):
             name, _, value = item.partition("=")
             headers[name] = value
-    uri = SipURI(scheme, user, password, host, port, _parse_params(params_s), headers)
-    uri._orig = (uri._snapshot(), text)
+    params = _parse_params(params_s)
+    uri = SipURI(scheme, user, password, host, port, params, headers)
+    # What uri._snapshot() gives, without the call.
+    snap = (scheme, user, password, host, port, tuple(params.items()), tuple(headers.items()))
+    uri._orig = (snap, text)
     return uri
 
 
@@ -376,6 +381,8 @@ def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
     Values are kept as received (quoted strings keep their quotes).
     """
     params: dict[str, str | None] = {}
+    if pos >= len(text):
+        return params
     if _SIMPLE_PARAMS_RE.fullmatch(text, pos):
         # The common case (no LWS, no quotes): one regex check, then plain splits,
         # which give exactly what the general loop below would.
@@ -403,6 +410,14 @@ def parse_name_addr(text: str) -> NameAddr:
     In addr-spec form everything after the first ``;`` is a header parameter
     (RFC 3261 section 20), so such URIs cannot carry ``;``, ``?`` or ``,``.
     """
+    if text[:1] == "<":
+        # No display name (the usual From/To/Contact form): what _NA_TOKEN_RE
+        # would match, found without the regexes.
+        end = text.find(">", 1)
+        if end > 0:
+            inner = text[1:end]
+            if "<" not in inner:
+                return NameAddr(None, parse_uri(inner), parse_params(text, end + 1))
     m = _NA_QUOTED_RE.match(text)
     if m is not None:
         display: str | None = m.group(1)

@@ -1,0 +1,174 @@
+"""The message layer's fast paths give what the general paths give.
+
+Each fast path (request line without regex, ``<uri>`` name-addrs, the URI cache,
+cached Call-ID/Max-Forwards, the cheap list-cap check) is checked against the
+result or the error of the slow path it short-cuts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sipcore import uri as uri_module
+from sipcore.errors import ParseError
+from sipcore.headers import parse_int
+from sipcore.limits import MAX_VIAS
+from sipcore.message import Headers, Request, make_response, parse
+from sipcore.uri import NameAddr, SipURI, parse_name_addr, parse_uri
+
+
+def register(start: str = "REGISTER sip:a.lab SIP/2.0", extra: str = "") -> bytes:
+    return (
+        f"{start}\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "To: <sip:u1@a.lab>\r\nFrom: <sip:u1@a.lab>;tag=f1\r\n"
+        "Call-ID: reg1@bench\r\nCSeq: 1 REGISTER\r\n"
+        "Contact: <sip:u1@127.0.0.1:5080>;expires=3600\r\n"
+        f"{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def error_of(data: bytes) -> tuple[int, str]:
+    with pytest.raises(ParseError) as info:
+        parse(data)
+    return info.value.status, info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("REGISTER sip:a.lab SIP/2.0 ", None),  # trailing space: still valid
+        ("REGISTER  sip:a.lab SIP/2.0", None),  # two spaces
+        ("REGISTER\tsip:a.lab SIP/2.0", None),  # tab as separator
+        ("REGISTER sip:a.lab", (400, "Bad Request-Line")),
+        ("REGISTER sip:a\tlab SIP/2.0", (400, "Bad Request-Line")),
+        ("REGISTER sip:a.lab  ", (400, "Bad Request-Line")),
+        ("REGISTER sip:a.lab SIP/3.0", (505, "Version Not Supported")),
+        ("REG@STER sip:a.lab SIP/2.0", (400, "Bad Method")),
+    ],
+)
+def test_request_line_forms(line: str, error: tuple[int, str] | None) -> None:
+    data = register(line)
+    if error is None:
+        msg = parse(data, validate=False)
+        assert isinstance(msg, Request)
+        assert msg.method == "REGISTER" and str(msg.uri) == "sip:a.lab"
+    else:
+        assert error_of(data) == error
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sip:u1@a.lab>",
+        "<sip:u1@a.lab>;tag=abc;X=Y",
+        "<sip:u1@a.lab> ;tag=abc",
+        "<sip:u1@a.lab;transport=tcp>;expires=60",
+        '<sip:u1@a.lab>;p="quoted ; value"',
+        "<sip:u1@a.lab><sip:u2@a.lab>",
+        "<sip:u1@a.lab",
+        "<<sip:u1@a.lab>",
+        "<>",
+        "<sip:u1@a.lab>junk",
+        "<tel:+1-555>;tag=1",
+    ],
+)
+def test_angle_name_addr_matches_general_parser(text: str) -> None:
+    # A leading space (which the regexes skip) forces the regex path; results must agree.
+    def outcome(value: str) -> NameAddr | tuple[int, str]:
+        try:
+            return parse_name_addr(value)
+        except ParseError as e:
+            return e.status, e.reason
+
+    fast = outcome(text)
+    slow = outcome(" " + text)
+    if isinstance(slow, NameAddr):
+        assert isinstance(fast, NameAddr)
+        assert fast.display_name is None and slow.display_name is None
+        assert fast == slow
+        assert str(fast) == str(slow)
+    else:
+        assert fast == slow
+
+
+def test_uri_cache_hits_are_independent_copies() -> None:
+    uri_module._SIP_CACHE.clear()
+    first = parse_uri("sip:bob@example.com;transport=tcp")
+    second = parse_uri("sip:bob@example.com;transport=tcp")
+    assert isinstance(first, SipURI) and isinstance(second, SipURI)
+    assert first is not second and first.params is not second.params
+    first.params["lr"] = None
+    first.user = "alice"
+    assert str(first) == "sip:alice@example.com;transport=tcp;lr"
+    assert str(second) == "sip:bob@example.com;transport=tcp"
+    assert str(parse_uri("sip:bob@example.com;transport=tcp")) == (
+        "sip:bob@example.com;transport=tcp"
+    )
+    # Invalid text is never cached: it fails every time.
+    for _ in range(2):
+        with pytest.raises(ParseError):
+            parse_uri("sip:bob@exa mple.com")
+
+
+def test_cached_call_id_and_max_forwards_follow_header_changes() -> None:
+    msg = parse(register())
+    assert msg.call_id == "reg1@bench"
+    assert msg.max_forwards == 70
+    msg.headers.set("i", "other@bench")
+    msg.headers.set("Max-Forwards", "69")
+    assert msg.call_id == "other@bench"
+    assert msg.max_forwards == 69
+    msg.headers.set("Call-ID", "bad id")
+    with pytest.raises(ParseError, match="Bad Call-ID"):
+        msg.call_id  # noqa: B018
+    msg.headers.remove("Max-Forwards")
+    assert msg.max_forwards is None
+    msg.headers.add("Max-Forwards", "256")
+    with pytest.raises(ParseError, match="Bad Max-Forwards"):
+        msg.max_forwards  # noqa: B018
+
+
+@pytest.mark.parametrize("text", ["", " ", "1 2", "+1", "-1", "12345678901", "²", "١٢", "1\n"])
+def test_parse_int_rejects_what_the_regex_rejected(text: str) -> None:
+    with pytest.raises(ParseError, match="Bad X"):
+        parse_int(text, "X", 2**32)
+
+
+def test_parse_int_accepts_padding_and_ten_digits() -> None:
+    assert parse_int(" \t0042\t ", "X", 100) == 42
+    assert parse_int("4294967295", "X", 2**32) == 2**32 - 1
+
+
+def test_many_single_value_via_fields_hit_the_cap() -> None:
+    vias = "".join(
+        f"Via: SIP/2.0/UDP h{i}.example.com;branch=z9hG4bK{i}\r\n" for i in range(MAX_VIAS + 1)
+    )
+    data = register(extra=vias)
+    assert error_of(data) == (400, f"Too Many Via Values (limit {MAX_VIAS})")
+    # One under the cap (with the Via already in the message) is fine.
+    vias = "".join(
+        f"Via: SIP/2.0/UDP h{i}.example.com;branch=z9hG4bK{i}\r\n" for i in range(MAX_VIAS - 1)
+    )
+    assert len(parse(register(extra=vias)).vias) == MAX_VIAS
+
+
+def test_make_response_to_tag_without_to_header() -> None:
+    req = Request("OPTIONS", "sip:a.lab", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")])
+    resp = make_response(req, 200, to_tag="t1")
+    assert [name for name, _ in resp.headers] == ["Via"]
+    req.headers.add("To", "<sip:b@a.lab>")
+    resp = make_response(req, 200, to_tag="t1")
+    assert resp.headers.get("To") == "<sip:b@a.lab>;tag=t1"
+
+
+def test_add_checks_names_and_values_once_known() -> None:
+    headers = Headers()
+    headers.add("X-Known", "1")
+    headers.add("X-Known", 2)  # type: ignore[arg-type]
+    assert headers.get_all("x-known") == ["1", "2"]
+    with pytest.raises(ValueError, match="CR or LF"):
+        headers.add("X-Known", "a\r\nb")
+    with pytest.raises(ValueError, match="invalid header name"):
+        headers.add("Bad Name", "1")
