@@ -215,7 +215,8 @@ class ResponseContext:
         timer_c: float = DEFAULT_TIMER_C,
         recurse: bool = True,
     ) -> None:
-        self.request = request
+        #: None once the context is settled (see `_release`).
+        self.request: Request | None = request
         self.is_invite = request.method == "INVITE"
         self.pending_groups = [list(g) for g in groups if g]
         self.env = env
@@ -294,6 +295,7 @@ class ResponseContext:
     def _branch_synthetic(self, branch: Branch, status: int) -> None:
         if branch.state is BranchState.DONE:
             return
+        assert self.request is not None  # released only once every branch is done
         response = make_response(self.request, status, to_tag=self._to_tag)
         self._record_final(branch, response)
 
@@ -332,6 +334,7 @@ class ResponseContext:
             self.env.forward_response(self, response)
             if first:
                 self._cancel_pending()  # §16.7 step 10 / §16.10: the others lose
+                self._check_done()
             return
         if branch.state is BranchState.DONE:
             return
@@ -343,6 +346,7 @@ class ResponseContext:
             return
         if branch.timer_c_fired and status == 487:
             # Our own Timer C CANCEL produced this 487: upstream, that is a timeout.
+            assert self.request is not None
             response = make_response(self.request, 408, to_tag=self._to_tag)
         self._record_final(branch, response)
 
@@ -430,10 +434,31 @@ class ResponseContext:
 
     def _finish(self) -> None:
         if self.got_2xx or self.final_sent is not None:
+            self._release()
             return
         best = choose_best(self.responses)
         if best is None:
             # §16.7 step 6: no final response at all (e.g. nothing to try) -> 408.
+            assert self.request is not None
             best = make_response(self.request, 408, to_tag=self._to_tag)
         self.final_sent = best
         self.env.forward_response(self, best)
+        self._release()
+
+    def _release(self) -> None:
+        """Every branch is done and the final answer went upstream: drop the messages.
+
+        The context lives on until the server transaction ends (Timer L, 32 s after a
+        2xx over UDP) only to pass late 2xx (retransmissions, other forks) upstream,
+        which needs none of them: an answered call then costs a few hundred bytes of
+        proxy state instead of every parsed request and response it saw.
+        """
+        self.request = None
+        self.responses = []
+        self._seen_targets = set()
+        for branch in self.branches:
+            branch.request = None
+            branch.final = None
+            release = getattr(branch.tx, "release_request", None)
+            if release is not None:
+                release()

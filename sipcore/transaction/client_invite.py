@@ -141,6 +141,15 @@ class ClientInviteTransaction(Transaction):
             if 200 <= status < 300:
                 self.tu.response_received(self, response)
 
+    def release_request(self) -> None:
+        """The TU builds no dialog from a later 2xx (a proxy): drop the INVITE now.
+
+        Accepted keeps it for a UA core only (RFC 6026 §8.4, see `_slim`); a proxy
+        forwards late 2xx statelessly by their Via and has no use for it.
+        """
+        if self.state is State.ACCEPTED:
+            self.request = None
+
     def _slim(self) -> None:
         # Completed only resends the ACK. Accepted keeps the INVITE: the TU builds a
         # dialog from it for each 2xx that still arrives (RFC 6026 §8.4, forking).

@@ -108,10 +108,13 @@ class FakeEnv:
         self.branches: list[Any] = []
         self.cancelled: list[Any] = []
         self.upstream: list[Response] = []
+        # What each branch sent, kept here: a settled context drops its own copies.
+        self.sent: dict[Any, Request] = {}
 
     def send_branch(self, branch: Any) -> None:
         branch.request = branch.context.request.copy()
         branch.request.uri = branch.target.uri
+        self.sent[branch] = branch.request
         self.branches.append(branch)
         branch.sent(object())
 

@@ -21,7 +21,7 @@ def target(n: int, q: float = 1.0, **kw) -> Target:
 
 def respond(branch, status: int, to_tag: str | None = "t", **headers: str) -> None:
     """A response to the branch's request, with our Via on top (stripped by Branch)."""
-    request = branch.request.copy()
+    request = branch.context.env.sent[branch].copy()
     request.headers.prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours")
     response = make_response(request, status, to_tag=to_tag if status > 100 else None)
     for name, value in headers.items():
