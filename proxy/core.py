@@ -106,7 +106,7 @@ class _Forwarder:
     ) -> None:
         self.role = role
         self.tx = tx
-        self.request = request
+        self.request: Request | None = request
         self.loop_part = loop_part
         self.source = source
         self.clock = role.clock
@@ -174,9 +174,14 @@ class ProxyRole(BaseRole):
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
+        from registrar.location.replicated import open_for_workers
         from registrar.registrar import Registrar
 
-        self.location = open_location(self.config.get("location") or "memory:", self.clock)
+        # `--workers N` with memory: each worker's copy is replicated to the others.
+        self.location = open_for_workers(
+            open_location(self.config.get("location") or "memory:", self.clock),
+            self.config, on_aor=lambda aor: self.known_aors.add(aor),
+        )
         # RFC 3261 §10.3 REGISTER processing; `auth-algorithms` ("MD5,SHA-256") reorders
         # the 401 challenges for UAs that only read the first one (sipp 3.6).
         algorithms = self.config.get("auth-algorithms") or "SHA-256,MD5"
@@ -505,27 +510,32 @@ class ProxyRole(BaseRole):
         if isinstance(targets, Rejection):
             self._reject(tx, request, targets)
             return
+        assert request is not None
         context = ResponseContext(request, targets, env, timer_c=self.timer_c)
         self.contexts[tx] = context
         context.start()
+        # From here on the context holds the request (and drops it once the call is
+        # answered and every branch is done, while the transactions wait out Timer L/M).
+        env.request = None
 
     def _targets_failed(self, failure: Any, env: _Forwarder) -> None:
         if failure.check(LocationError):
             # The store is down (Redis gone, SQLite locked): one line, and a 500 the
             # caller may retry (RFC 3261 §21.5.1 + Retry-After), as the registrar does.
             log.error("location lookup failed: {error}", error=str(failure.value))
-            if env.tx.final_response is None:
+            if env.tx.final_response is None and env.request is not None:
                 self._reply(env.tx, env.request, 500, "Location Store Unavailable",
                             (("Retry-After", str(LOCATION_RETRY_AFTER)),))
             return
         log.failure("target determination failed", failure)
-        if env.tx.final_response is None:
+        if env.tx.final_response is None and env.request is not None:
             self._reply(env.tx, env.request, 500)
 
     def _send_branch(self, env: _Forwarder, branch: Branch) -> None:
         """§16.6 steps 5-10 for one target: find the next hop, build, send."""
         target = branch.target
-        request = env.request
+        request = branch.context.request
+        assert request is not None  # a context that still starts branches keeps it
         first_route = target.routes[0] if target.routes else None
         if first_route is None and request.routes:
             first_route = request.headers.get_all("Route")[0]

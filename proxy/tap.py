@@ -10,6 +10,8 @@ from twisted.internet import reactor
 from twisted.python import usage
 
 from proxy.service import SipService
+from registrar.location.replicated import GROUP_RE
+from registrar.location.replicated import supported as replicable
 from sipcore.twisted.options import ProxyOptions
 
 
@@ -35,11 +37,14 @@ class Options(ProxyOptions):
          "Seconds without any answer before a DNS target or --upstream is given up "
          "for the next one."],
         ["workers", None, "1",
-         "Processes sharing the port (SO_REUSEPORT), e.g. one per core; needs a shared "
-         "--location (sqlite:PATH or redis://...). See proxy/workers.py."],
+         "Processes sharing the port (SO_REUSEPORT), e.g. one per core. With memory: "
+         "each worker keeps a copy replicated to the others (Linux); sqlite:PATH or "
+         "redis://... are shared stores. See proxy/workers.py."],
         # Set by the supervisor on its workers' command lines, not by hand.
         ["worker-index", None, None, "(internal) this worker's number."],
         ["worker-ports", None, None, "(internal) every worker's send port, comma-separated."],
+        ["worker-group", None, None,
+         "(internal) the supervisor's id, naming the workers' replication sockets."],
     ]
 
     def postOptions(self) -> None:  # noqa: N802
@@ -56,11 +61,14 @@ class Options(ProxyOptions):
             raise usage.UsageError(f"--workers must be within 1..64, got {workers}")
         self["workers"] = workers
         location = str(self.get("location") or "")
-        if workers > 1 and location.lower().startswith("memory:"):
+        if workers > 1 and location.lower().startswith("memory:") and not replicable():
             raise usage.UsageError(
-                "--workers needs a shared --location (sqlite:PATH or redis://HOST:PORT/DB), "
-                "not memory:"
+                "--workers with memory: replicates over abstract Unix sockets (Linux only); "
+                "use a shared --location (sqlite:PATH or redis://HOST:PORT/DB)"
             )
+        group = self["worker-group"]
+        if group is not None and not GROUP_RE.match(str(group)):
+            raise usage.UsageError(f"bad --worker-group {group!r}")
         if self["worker-ports"] is not None:
             try:
                 ports = [int(p) for p in str(self["worker-ports"]).split(",") if p]

@@ -14,8 +14,11 @@ instead of `--workers N`):
   Via sent-by), so the responses come back to the worker holding the client
   transaction; in-dialog requests follow the Record-Route to the shared port and may
   land on any worker, which is fine: the proxy keeps no dialog state;
-- the location store must be shared (sqlite WAL or redis): a REGISTER handled by one
-  worker must be seen by all of them, so `memory:` is refused.
+- a REGISTER handled by one worker must be seen by all of them: either the location
+  store is shared (sqlite WAL or redis), or, with `memory:`, every worker keeps its
+  own copy and sends each binding change it makes to the others over abstract Unix
+  datagram sockets named after `--worker-group` (`registrar.location.replicated`,
+  Linux only); a worker that starts, or is restarted, first copies a peer's store.
 
 The supervisor restarts a worker that dies (at most `MAX_RESTARTS` per minute per
 worker, so a worker that cannot start does not spin), and stops all of them on
@@ -26,6 +29,7 @@ after `STOP_TIMEOUT` s).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -88,21 +92,25 @@ def _drop(args: Sequence[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def worker_argv(argv: Sequence[str], index: int, ports: Sequence[int], port: int) -> list[str]:
+def worker_argv(
+    argv: Sequence[str], index: int, ports: Sequence[int], port: int, group: str | None = None
+) -> list[str]:
     """The supervisor's own command line turned into worker `index`'s.
 
     `--workers N` is replaced by the worker options, `--port` pinned to the shared
-    port (it may have been 0), and the worker gets no pidfile of its own.
+    port (it may have been 0), and the worker gets no pidfile of its own. `group`
+    (`--worker-group`) names the workers' replication sockets (memory: store).
     """
     argv = list(argv)
     at = argv.index("sipproxy")
     head = _drop(argv[1:at], ("--pidfile",))
     if "-n" not in head and "--nodaemon" not in head:
         head.insert(0, "-n")
-    tail = _drop(argv[at + 1 :], ("--workers", "--port", "-p"))
+    tail = _drop(argv[at + 1 :], ("--workers", "--port", "-p", "--worker-group"))
     return [
         argv[0], *head, "--pidfile=", "sipproxy", *tail, "--port", str(port),
         "--worker-index", str(index), "--worker-ports", ",".join(map(str, ports)),
+        *(("--worker-group", group) if group else ()),
     ]
 
 
@@ -137,7 +145,11 @@ class Supervisor(service.Service):
         self.interface = interface
         self.port = port or free_shared_port(interface)
         self.ports = free_udp_ports(interface, workers)
-        self.argvs = [worker_argv(argv, i, self.ports, self.port) for i in range(workers)]
+        # Unique per supervisor (abstract socket names are host-wide per network
+        # namespace): two proxies on one host never replicate into each other.
+        self.group = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.argvs = [worker_argv(argv, i, self.ports, self.port, self.group)
+                      for i in range(workers)]
         self.workers: dict[int, tuple[_Worker, Any]] = {}
         self.restarts: dict[int, list[float]] = {i: [] for i in range(workers)}
         self.stopping = False

@@ -1,13 +1,18 @@
-"""`twistd sipproxy --workers 2` with a shared sqlite store: real processes and sipp.
+"""`twistd sipproxy --workers 2`: real processes and sipp, with a shared sqlite store
+and with memory: replicated between the workers (registrar.location.replicated).
 
 The kernel (SO_REUSEPORT) spreads sources over the workers, so requests from many
 source ports reach both; a registration made through one worker must be seen by the
 other, and calls, CANCEL and forking must work whichever worker a message lands on.
+A worker killed and restarted by the supervisor gets the memory: bindings back from
+its peer (start-up sync).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -20,12 +25,22 @@ from tests.interop.sip_helpers import Callees, register
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(params=["sqlite", "memory"])
+def proxy(request, start_server, tmp_path):
+    sipp_binary()
+    location = f"sqlite:{tmp_path / 'loc.sqlite'}" if request.param == "sqlite" else "memory:"
+    return start_server(
+        "sipproxy", "--domain", "a.lab", "--location", location,
+        "--workers", "2", "--timer-c", "4",
+    )
+
+
 @pytest.fixture
-def proxy(start_server, tmp_path):
+def memory_proxy(start_server):
     sipp_binary()
     return start_server(
-        "sipproxy", "--domain", "a.lab", "--location", f"sqlite:{tmp_path / 'loc.sqlite'}",
-        "--workers", "2", "--timer-c", "4",
+        "sipproxy", "--domain", "a.lab", "--location", "memory:", "--workers", "2",
+        "--timer-c", "4",
     )
 
 
@@ -63,19 +78,19 @@ def call(port: int, tmp_path: Path, scenario: str = "uac_call.xml"):
     )
 
 
-def test_memory_store_is_refused_with_workers(tmp_path):
+def test_bad_worker_group_is_refused(tmp_path):
     import subprocess
 
     from tests.interop.conftest import TWISTD
 
     done = subprocess.run(
         [TWISTD, "-n", "--pidfile=", "sipproxy", "--port", str(free_port()),
-         "--location", "memory:", "--workers", "2"],
+         "--location", "memory:", "--worker-index", "0", "--worker-ports", "5070,5072",
+         "--worker-group", "../x"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
     )
     assert done.returncode != 0
-    last = (done.stdout + done.stderr).strip().splitlines()[-1]
-    assert "--workers needs a shared --location" in last
+    assert "bad --worker-group" in (done.stdout + done.stderr).strip().splitlines()[-1]
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -132,3 +147,109 @@ def test_forking_with_workers(proxy, callees, tmp_path):
     assert answering.wait(20) == 0, answering.output()
     assert ringing.wait(20) == 0, ringing.output()
     assert "CANCEL sip:" in ringing.messages()
+
+
+# -- memory: replicated between the workers ----------------------------------------------
+
+
+def worker_of(server, port: int, method: str) -> str | None:
+    """Which worker logged receiving `method` from 127.0.0.1:`port` (bounded wait)."""
+    deadline = time.monotonic() + 5
+    pattern = rf"\[worker (\d+)\][^\n]*<- UDP 127\.0\.0\.1:{port} {method} "
+    while time.monotonic() < deadline:
+        found = re.findall(pattern, server.output())
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    return None
+
+
+def port_of_worker(server, wanted: str) -> int:
+    """A local port whose datagrams the kernel hands to worker `wanted` (probed)."""
+    for _ in range(64):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))
+            s.settimeout(3)
+            s.sendto((
+                f"OPTIONS sip:127.0.0.1:{server.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKp{time.monotonic_ns()}\r\n"
+                f"From: <sip:probe@a.lab>;tag=p\r\nTo: <sip:127.0.0.1>\r\n"
+                f"Call-ID: p{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", server.port))
+            s.recv(65535)
+        if worker_of(server, port, "OPTIONS") == wanted:
+            return port
+    raise AssertionError(f"no port reached worker {wanted}")
+
+
+def worker_pids(server) -> dict[str, int]:
+    """The supervisor's children (our processes), by their --worker-index."""
+    pids: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != server.proc.pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if b"--worker-index" in argv:
+            pids[argv[argv.index(b"--worker-index") + 1].decode()] = int(entry)
+    return pids
+
+
+def wait_for_log(server, pattern: str, count: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(re.findall(pattern, server.output())) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} x{count} not logged: " + server.output()[-3000:])
+
+
+def test_memory_register_through_one_worker_call_through_the_other(
+    memory_proxy, callees, tmp_path,
+):
+    wait_for_workers(memory_proxy)
+    bob = callees("uas_answer.xml", memory_proxy.port)
+    registered_by = worker_of(memory_proxy, bob.port, "REGISTER")
+    assert registered_by in ("0", "1"), memory_proxy.output()[-3000:]
+    other = "1" if registered_by == "0" else "0"
+    caller_port = port_of_worker(memory_proxy, other)
+    result = run_sipp(
+        "uac_call.xml", f"127.0.0.1:{memory_proxy.port}", "-s", "bob", "-key", "domain",
+        "a.lab", "-key", "from", "alice", "-key", "fromdomain", "a.lab",
+        "-p", str(caller_port), cwd=tmp_path, timeout=30,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + memory_proxy.output()[-3000:]
+    assert bob.wait(20) == 0, bob.output()
+    assert worker_of(memory_proxy, caller_port, "INVITE") == other
+
+
+def test_memory_killed_worker_gets_the_bindings_back(memory_proxy):
+    wait_for_workers(memory_proxy)
+    contact_port = free_port()
+    assert register(memory_proxy.port, "carol", "a.lab", contact_port, expires=300) == 200
+    pids = worker_pids(memory_proxy)
+    assert sorted(pids) == ["0", "1"], pids
+    registered_by = worker_of(memory_proxy, contact_port, "REGISTER")
+    victim = "1" if registered_by == "0" else "0"  # the copy that only got it replicated
+    synced = rf"\[worker {victim}\][^\n]*replication: synced (\d+) bindings"
+    before = len(re.findall(synced, memory_proxy.output()))
+    os.kill(pids[victim], signal.SIGKILL)  # a child of the supervisor we started
+    wait_for_log(memory_proxy, rf"worker {victim} ended", 1)
+    wait_for_log(memory_proxy, synced, before + 1)
+    assert re.findall(synced, memory_proxy.output())[-1] == "1"
+    assert worker_pids(memory_proxy)[victim] != pids[victim]
+    start = len(memory_proxy.output())
+    for n in range(48):  # over both workers, the restarted one included
+        answer = query(memory_proxy.port, "carol", n)
+        assert answer.startswith("SIP/2.0 200"), answer
+        assert f"127.0.0.1:{contact_port}" in answer, answer
+    tail = memory_proxy.output()[start:]
+    assert re.search(rf"\[worker {victim}\][^\n]*<- UDP [^\n]* REGISTER", tail), tail[-3000:]
