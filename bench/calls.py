@@ -1,6 +1,6 @@
 """Call load through the proxy: sipp caller(s) -> `twistd sipproxy` -> sipp callee(s).
 
-Prints only. A proxy (memory: location, or sqlite: with --workers N; --quiet; per-IP
+Prints only. A proxy (memory: location, replicated with --workers N; --quiet; per-IP
 flood limit off since all load comes from loopback) is started on a free loopback
 port; one sipp callee per sipp caller registers bob@a.lab from its own port (so the
 proxy forks to every callee: one call rings all of them, the first 200 wins, the
@@ -74,11 +74,10 @@ def main() -> int:
             port = int(port_text)
             label = f"server at {args.target}"
         else:
+            # With --workers the memory: store is replicated between the workers
+            # (registrar.location.replicated).
             location = "memory:"
-            extra: list[str] = []
-            if args.workers > 1:
-                location = f"sqlite:{workdir / 'loc.sqlite'}"
-                extra = ["--workers", str(args.workers)]
+            extra: list[str] = ["--workers", str(args.workers)] if args.workers > 1 else []
             server = sipplib.Server(
                 "sipproxy", ["--domain", args.domain, "--location", location, *extra], workdir)
             host, port = "127.0.0.1", server.port

@@ -4,7 +4,9 @@ Runs bench/register.py and bench/calls.py (each its own bounded ramp, see
 bench/sipplib.py for the pass rule) against:
 
 - `twistd sipproxy`, 1 worker, memory: location store;
-- `twistd sipproxy --workers 2` (SO_REUSEPORT; workers need a shared store, so sqlite:);
+- `twistd sipproxy --workers 2` (SO_REUSEPORT; memory: replicated between the workers,
+  registrar.location.replicated; register.py runs 2 sipp processes per worker, since
+  the kernel spreads datagrams over the workers by source address);
 - Kamailio 5.6 (Debian package `kamailio`) with bench/kamailio/kamailio.cfg, our
   config for the same job: in-memory registrar (usrloc db_mode 0) plus a stateful
   record-routing proxy, no auth, UDP, with N UDP worker children (default 4 and 2).
@@ -119,7 +121,7 @@ def main() -> int:
             rows.setdefault(server, {})[bench] = results[-1]
 
     ours = [("sipproxy 1 worker (memory:)", [], ["--only", "memory"]),
-            ("sipproxy 2 workers (sqlite:)", ["--workers", "2"], ["--only", "sqlite"])]
+            ("sipproxy 2 workers (memory:)", ["--workers", "2"], ["--only", "memory"])]
     for name, workers, register_only in ours:
         for bench in benches:
             print(f"\n=== {name}: {bench} ===", flush=True)

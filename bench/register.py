@@ -13,7 +13,7 @@ from the FIRST challenge only, so those runs register one user against
 `sipproxy --users FILE --auth-algorithms MD5,SHA-256`: every REGISTER still costs a
 401 round trip, a digest verification and a store write.
 
-    python bench/register.py [--quick] [--sipp N] [--workers N]
+    python bench/register.py [--quick] [--sipp N] [--workers N]   # --sipp: 2 x workers
     python bench/register.py --target HOST:PORT [--domain a.lab]   # another server
 """
 
@@ -107,8 +107,8 @@ def local_runs(args: argparse.Namespace, workdir: Path) -> None:
         wanted = set(args.only.split(","))
         configs = [c for c in configs if c[0] in wanted]
     for name, extra, with_auth in configs:
-        if workers and "memory:" in extra:
-            continue  # --workers needs a shared store
+        # With --workers, memory: is replicated between the workers
+        # (registrar.location.replicated); sqlite: is shared through the file.
         server = sipplib.Server("sipproxy", ["--domain", args.domain, *extra, *workers],
                                 workdir)
         try:
@@ -126,9 +126,14 @@ def main() -> int:
                              "than Timer J, 32 s, to see lingering transactions pile up)")
     parser.add_argument("--only", default="",
                         help="comma-separated configs: memory,sqlite,memory+auth,sqlite+auth")
+    parser.set_defaults(sipp=None)  # to tell "--sipp not given" from "--sipp 1"
     args = parser.parse_args()
+    if args.sipp is None:
+        # SO_REUSEPORT spreads by source address and one sipp process is one source:
+        # one sipp would load one worker only. Two per worker spread them evenly enough.
+        args.sipp = 2 * args.workers if args.workers > 1 else 1
     args.quick = sipplib.quick_mode() or args.quick
-    args.start, args.max_rate, args.bisect = 500, 16000, 3
+    args.start, args.max_rate, args.bisect = 500, 32000, 3
     args.max_steps, args.budget = 12, 150.0
     if args.target:
         # Kamailio passed the old 16,000/s ceiling at ~30% CPU, so that figure was the
