@@ -6,10 +6,10 @@ port; one sipp callee per sipp caller registers bob@a.lab from its own port (so 
 proxy forks to every callee: one call rings all of them, the first 200 wins, the
 others are CANCELled, which is why the default is one pair) and answers every call
 (INVITE/100/180/200/ACK/BYE/200, no pauses). The callers place calls in steps: the
-rate doubles until a step fails, then bisects (bench/sipplib.py: < 1% failed and >= 95%
-of the calls completed). For the highest sustained rate it prints the call set-up time
-(INVITE to 200) p50/p99 from sipp (whole ms), a sub-ms OPTIONS probe's p50/p99, the
-proxy's CPU% and its RSS.
+rate doubles until a step fails, then bisects (bench/sipplib.py: < 1% failed, >= 95%
+of the calls completed, at >= 90% of the rate). For the highest sustained rate it
+prints the call set-up time (INVITE to 200) p50/p99 from sipp (whole ms), a sub-ms
+OPTIONS probe's p50/p99, the proxy's CPU% and its RSS.
 
     python bench/calls.py [--quick] [--workers N]
     python bench/calls.py --target HOST:PORT [--domain a.lab]   # another server

@@ -155,7 +155,7 @@ def main() -> int:
 def print_table(rows: dict[str, dict[str, dict[str, str]]], benches: list[str],
                 missing: str | None) -> None:
     print("\n=== sipproxy vs Kamailio (sipp on the same 2 CPUs; highest rate passing "
-          "< 1% failed, >= 95% done) ===")
+          "< 1% failed, >= 95% done at >= 90% of the rate) ===")
     # "rate": sipp's -r of the best passing step; "done": what completed per second.
     print(f"{'server':34} {'REGISTER/s':>10} {'done/s':>7} {'CPU%':>5} {'RSS MiB':>8}   "
           f"{'calls/s':>8} {'done/s':>7} {'CPU%':>5} {'RSS MiB':>8}")

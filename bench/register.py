@@ -3,9 +3,9 @@
 For each configuration (memory: and sqlite: stores, with and without digest auth) a
 proxy is started on a free loopback port and sipp sends REGISTERs in steps: the rate
 doubles until a step fails, then bisects (bench/sipplib.py explains the pass rule:
-< 1% failed and >= 95% of the calls completed in time). For the highest sustained
-rate it prints sipp's p50/p99 (whole ms), a sub-ms probe's p50/p99, the server's
-CPU% during that step and its RSS after the ramp.
+< 1% failed, >= 95% of the calls completed, at >= 90% of the offered rate). For the
+highest sustained rate it prints sipp's p50/p99 (whole ms), a sub-ms probe's p50/p99,
+the server's CPU% during that step and its RSS after the ramp.
 
 Without auth, 10,000 users are registered from sipp -inf CSVs (one per sipp process).
 With auth, sipp 3.6 takes credentials only from the command line and computes MD5

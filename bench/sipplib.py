@@ -9,8 +9,8 @@ that look like a slow server; each of these is handled here:
   sipp processes (`--sipp N`) when one sipp process is the bottleneck.
 - A step too short to reach steady state, or one sipp fell behind on (sipp at 100%
   CPU cannot keep `-r`): a step only passes when < 1% failed AND at least 95% of the
-  intended calls completed within the step's time budget, so "sipp could not
-  generate it" is never reported as a rate the server sustained.
+  intended calls completed AND they completed at >= 90% of the offered rate, so "sipp
+  could not generate it" is never reported as a rate the server sustained.
 - Coarse ramps: the rate doubles until a step fails, then bisects between the last
   pass and the first failure, so the figure is the highest sustained rate within
   ~10%, not the last power of two.
@@ -46,6 +46,10 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_FAILURE_RATIO = 0.01
 MIN_COMPLETED_RATIO = 0.95
+# A step is only "sustained" if what completed per second (start-up and the wait for
+# the last answers included) is within 10% of the offered rate: with a looser rule a
+# server answering 10,600/s passed a 14,000/s step.
+MIN_DONE_RATE_RATIO = 0.90
 SIPP_BUFFER = 4 * 1024 * 1024
 
 
@@ -256,8 +260,7 @@ class Step:
             self.calls > 0
             and self.failed <= MAX_FAILURE_RATIO * self.calls
             and self.ok >= MIN_COMPLETED_RATIO * self.calls
-            # Sustained: done within the step's length plus a second of start/settle.
-            and self.completed_rate >= MIN_COMPLETED_RATIO * self.calls / (self.nominal + 1.0)
+            and self.completed_rate >= MIN_DONE_RATE_RATIO * self.rate
         )
 
     def row(self) -> str:
@@ -412,7 +415,7 @@ def ramp(
 
 def summary(label: str, best: Step | None, rss: float | None, unit: str) -> str:
     if best is None:
-        return f"{label}: no rate passed (< 1% failed, >= 95% completed)"
+        return f"{label}: no rate passed (< 1% failed, >= 95% completed at >= 90% of the rate)"
     return (f"{label}: {best.rate} {unit}/s sustained (done {best.completed_rate:.0f}/s); "
             f"sipp p50 {fmt(percentile(best.sipp_rtt, 0.5))} ms p99 "
             f"{fmt(percentile(best.sipp_rtt, 0.99))} ms; probe p50 "

@@ -75,9 +75,12 @@ class MemoryLocationService:
     def update_now(self, aor: str, changes: Sequence[Change]) -> list[Binding]:
         return self._apply(normalise_aor(aor), changes, check_cseq=True)
 
+    def put_now(self, binding: Binding) -> None:
+        self._apply(binding.aor, [binding], check_cseq=False)
+
     @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
-        self._apply(binding.aor, [binding], check_cseq=False)
+        self.put_now(binding)
         return defer.succeed(None)
 
     @deferred_errors
