@@ -180,7 +180,7 @@ class ProxyRole(BaseRole):
         # `--workers N` with memory: each worker's copy is replicated to the others.
         self.location = open_for_workers(
             open_location(self.config.get("location") or "memory:", self.clock),
-            self.config, on_aor=lambda aor: self.known_aors.add(aor),
+            self.config, on_aor=self._note_aor,
         )
         # RFC 3261 §10.3 REGISTER processing; `auth-algorithms` ("MD5,SHA-256") reorders
         # the 401 challenges for UAs that only read the first one (sipp 3.6).
@@ -285,12 +285,17 @@ class ProxyRole(BaseRole):
         # through `tx` and writes the `.location` the proxy reads bindings from. We only
         # note the AOR so that, once its bindings are gone, a call gets 480, not 404.
         try:
-            self.known_aors.add(normalise_aor(str(request.to.uri)))
+            self._note_aor(normalise_aor(str(request.to.uri)))
         except ValueError:
             pass
-        if len(self.known_aors) > MAX_KNOWN_AORS:
-            self.known_aors.clear()
         self.registrar.handle(request, tx, source)
+
+    def _note_aor(self, aor: str) -> None:
+        """Remember an AOR that registered (here or, replicated, on another worker)."""
+        known = self.known_aors
+        if len(known) >= MAX_KNOWN_AORS:
+            known.clear()  # bounded: forgetting only turns a later 480 into a 404
+        known.add(aor)
 
     # -- authorisation (§22.3; the no-open-relay policy) ------------------------------------
     def _authorise(

@@ -74,6 +74,18 @@ def test_unknown_user_404_and_known_but_gone_480(clock):
     assert deliver(role, invite("sip:carol@a.lab")).statuses == [480]
 
 
+def test_known_aors_stay_bounded_whoever_notes_them(clock, monkeypatch):
+    # REGISTERs here and bindings replicated from other workers both note AORs.
+    monkeypatch.setattr("proxy.core.MAX_KNOWN_AORS", 3)
+    role = make_role(clock)
+    for user in ("u1", "u2", "u3", "u4", "u5"):
+        role._note_aor(f"sip:{user}@a.lab")
+        assert len(role.known_aors) <= 3
+    assert "sip:u5@a.lab" in role.known_aors
+    register(role, user="bob")
+    assert "sip:bob@a.lab" in role.known_aors and len(role.known_aors) <= 3
+
+
 def test_max_forwards_zero_options_to_us_is_answered(clock):
     role = make_role(clock)
     options = invite("sip:127.0.0.1:5060", method="OPTIONS")
