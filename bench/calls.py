@@ -1,11 +1,11 @@
-"""Call load through the proxy: sipp caller(s) -> `twistd sipproxy` -> sipp callee(s).
+"""Call load through the proxy: sipp caller(s) -> `twistd sipproxy` -> one sipp callee.
 
 Prints only. A proxy (memory: location, replicated with --workers N; --quiet; per-IP
 flood limit off since all load comes from loopback) is started on a free loopback
-port; one sipp callee per sipp caller registers bob@a.lab from its own port (so the
-proxy forks to every callee: one call rings all of them, the first 200 wins, the
-others are CANCELled, which is why the default is one pair) and answers every call
-(INVITE/100/180/200/ACK/BYE/200, no pauses). The callers place calls in steps: the
+port; one sipp callee registers bob@a.lab and answers every call from the sipp
+callers (`--sipp N` of them, each its own source address; default 1, or 2 per worker
+with --workers, since SO_REUSEPORT spreads the load over the workers by source):
+INVITE/100/180/200/ACK/BYE/200, no pauses. The callers place calls in steps: the
 rate doubles until a step fails, then bisects (bench/sipplib.py: < 1% failed, >= 95%
 of the calls completed, at >= 90% of the rate). For the highest sustained rate it
 prints the call set-up time (INVITE to 200) p50/p99 from sipp (whole ms), a sub-ms
@@ -54,7 +54,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sipplib.add_common_arguments(parser, "workersN")
+    parser.set_defaults(sipp=None)  # to tell "--sipp not given" from "--sipp 1"
     args = parser.parse_args()
+    if args.sipp is None:
+        args.sipp = 2 * args.workers if args.workers > 1 else 1
     quick = sipplib.quick_mode() or args.quick
     start, maximum, bisect, max_steps, budget = 100, 6400, 3, 12, 180.0
     if quick:
