@@ -1,4 +1,6 @@
-"""sipproxy next to Kamailio: the same sipp ramps, one table. Prints only.
+"""sipproxy next to Kamailio and Twisted's registrar: the same sipp ramps, one table.
+
+Prints only.
 
 Runs bench/register.py and bench/calls.py (each its own bounded ramp, see
 bench/sipplib.py for the pass rule) against:
@@ -9,13 +11,19 @@ bench/sipplib.py for the pass rule) against:
   the kernel spreads datagrams over the workers by source address);
 - Kamailio 5.6 (Debian package `kamailio`) with bench/kamailio/kamailio.cfg, our
   config for the same job: in-memory registrar (usrloc db_mode 0) plus a stateful
-  record-routing proxy, no auth, UDP, with N UDP worker children (default 4 and 2).
+  record-routing proxy, no auth, UDP, with N UDP worker children (default 4 and 2);
+- REGISTER only: Twisted's bundled `twisted.protocols.sip.RegisterProxy` with an
+  `InMemoryRegistry` (bench/twisted_registrar.py), the yardstick issue 9 quotes
+  ("about 17,000 REGISTER/s on one core"). It is stateless, ignores Expires and
+  cannot route calls, so its calls cell says so. --no-twisted leaves the row out.
 
-Kamailio is started here as a process on a free loopback port, given to the scripts
-with --target/--target-pid (so its CPU% and RSS are measured as ours are) and stopped
-by its PID. Without kamailio installed its rows say so; nothing else changes.
+Kamailio and Twisted's registrar are started here as processes on a free loopback
+port, given to the scripts with --target/--target-pid (so their CPU% and RSS are
+measured as ours are) and stopped by their PIDs. Without kamailio installed its rows
+say so; nothing else changes.
 
     python bench/compare.py [--quick] [--seconds 5] [--children 4,2] [--only register]
+                            [--no-twisted]
 """
 
 from __future__ import annotations
@@ -37,6 +45,20 @@ from bench import sipplib  # noqa: E402
 
 CONFIG = HERE / "kamailio" / "kamailio.cfg"
 SCRIPT_CEILING = 400  # seconds per ramp script; each is bounded by itself too
+TWISTED_ROW = "twisted.protocols.sip (stateless)"
+TWISTED_CALLS = "n/a (cannot route calls)"
+DOMAIN = "a.lab"  # bench/register.py's default --domain
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process we started (by its PID), SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def kamailio_binary() -> str | None:
@@ -71,13 +93,36 @@ class Kamailio:
         raise RuntimeError(f"kamailio did not start:\n{self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)  # the main process stops its children
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc)  # the main process stops its children
+        self.log.close()
+
+
+class TwistedRegistrar:
+    """bench/twisted_registrar.py (Twisted's RegisterProxy) on a free loopback UDP port.
+
+    It answers OPTIONS addressed to itself with 200 (its one addition to Twisted's
+    code), so sipplib.answers is the readiness check, as for our servers."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = sipplib.free_port()
+        self.log_path = workdir / f"twisted-registrar-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "twisted_registrar.py"), "--port", str(self.port),
+             "--interface", "127.0.0.1", "--domain", DOMAIN],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if sipplib.answers("127.0.0.1", self.port, ok_only=True):
+                return
+            time.sleep(0.05)  # "port unreachable" comes back at once while it starts
+        self.stop()
+        raise RuntimeError(
+            f"twisted_registrar.py did not start:\n{self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -107,6 +152,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
     parser.add_argument("--children", default="4,2", help="Kamailio UDP children to try")
     parser.add_argument("--only", choices=["register", "calls"], default=None)
+    parser.add_argument("--twisted", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure Twisted's RegisterProxy too (REGISTER only)")
     args = parser.parse_args()
     quick = args.quick or sipplib.quick_mode()
     if sipplib.sipp_binary() is None:
@@ -131,6 +178,20 @@ def main() -> int:
     children = [int(c) for c in args.children.split(",") if c.strip()]
     missing: str | None = None
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        if args.twisted and "register" in benches:
+            print(f"\n=== {TWISTED_ROW}: register ===", flush=True)
+            try:
+                tw = TwistedRegistrar(Path(tmp))
+            except RuntimeError as err:
+                print(f"   {err}")
+            else:
+                try:
+                    record(TWISTED_ROW, "register", run_script([
+                        str(HERE / "register.py"), *common,
+                        "--target", f"127.0.0.1:{tw.port}", "--target-pid",
+                        str(tw.proc.pid), "--config-name", "twisted_sip"]))
+                finally:
+                    tw.stop()
         for n in children:
             name = f"Kamailio 5.6, {n} children"
             for bench in benches:
@@ -170,6 +231,8 @@ def print_table(rows: dict[str, dict[str, dict[str, str]]], benches: list[str],
                 width = 10 if bench == "register" else 8
                 cells.append(f"{r.get('rate', '-'):>{width}} {r.get('done', '-'):>7} "
                              f"{r.get('cpu', '-'):>5} {r.get('rss', '-'):>8}")
+        if server == TWISTED_ROW:
+            cells[1] = TWISTED_CALLS
         print(f"{server:34} {cells[0]}   {cells[1]}")
     if missing:
         print(f"Kamailio: not measured ({missing})")

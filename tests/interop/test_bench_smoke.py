@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import sipp_binary
+from tests.interop.conftest import free_port, sipp_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
@@ -49,3 +52,53 @@ def test_calls_quick() -> None:
     sipp_binary()
     out = run_quick("calls.py")
     assert re.search(r"RESULT bench=calls config=\S+ rate=\d+", out), out
+
+
+def register_request(port: int, local_port: int, n: int) -> bytes:
+    return (
+        "REGISTER sip:a.lab SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bKtw{n}x{os.getpid()};rport\r\n"
+        "From: <sip:alice@a.lab>;tag=tw\r\nTo: <sip:alice@a.lab>\r\n"
+        f"Call-ID: tw{n}x{os.getpid()}@smoke\r\nCSeq: {n} REGISTER\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:alice@127.0.0.1:{local_port}>\r\nExpires: 300\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_twisted_registrar_answers_register() -> None:
+    """bench/twisted_registrar.py (Twisted's RegisterProxy, compare.py's yardstick)
+    answers a REGISTER for its domain with 200 over real loopback UDP."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "twisted_registrar.py"), "--port", str(port),
+         "--interface", "127.0.0.1", "--domain", "a.lab"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        reply = b""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.3)
+            local = s.getsockname()[1]
+            deadline = time.monotonic() + 20
+            n = 0
+            while time.monotonic() < deadline and proc.poll() is None and n < 500:
+                n += 1
+                s.sendto(register_request(port, local, n), ("127.0.0.1", port))
+                try:
+                    reply = s.recv(65535)
+                    break
+                except ConnectionRefusedError:
+                    time.sleep(0.05)  # not listening yet
+                except TimeoutError:
+                    continue
+        assert reply.startswith(b"SIP/2.0 200"), (reply, proc.poll())
+        assert f"CSeq: {n} REGISTER".encode() in reply, reply
+        assert f"Contact: sip:alice@127.0.0.1:{local}".encode() in reply, reply
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, out
+        assert out.count(b"\n") == 1, out  # the start-up line only, nothing per request
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
