@@ -57,6 +57,7 @@ from sipcore.errors import ParseError
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
 from sipcore.transaction import ServerInviteTransaction, ServerTransaction, State, Timers
+from sipcore.twisted.inline import inline_callbacks
 from sipcore.twisted.protection import Trusted
 from sipcore.twisted.role import BaseRole
 from sipcore.twisted.transport import Address
@@ -337,7 +338,7 @@ class ProxyRole(BaseRole):
             if credentials.realm != realm:
                 continue
             result = auth.verify(request.method, credentials)
-            account = f"{credentials.username}@{realm}"
+            account: str | None = f"{credentials.username}@{realm}"
             if account not in self.users:
                 account = None  # count real accounts only (bounded, unchurnable)
             if result.ok:
@@ -412,7 +413,7 @@ class ProxyRole(BaseRole):
             if target is not None:
                 targets.append(target)
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def _lookup(self, request: Request, aors: tuple[str, ...]) -> Any:
         targets: list[Target] = []
         for aor in aors:
@@ -470,7 +471,7 @@ class ProxyRole(BaseRole):
                 return [[Target(uri)]]
         return _ASYNC
 
-    @defer.inlineCallbacks
+    @inline_callbacks
     def _foreign(self, uri: Any) -> Any:
         """The cross-domain order: --route, --redirect-server, DNS, --upstream."""
         now = self._foreign_now(uri)
@@ -512,10 +513,10 @@ class ProxyRole(BaseRole):
         tx, request = env.tx, env.request
         if tx.final_response is not None or tx.state is State.TERMINATED:
             return  # cancelled (or failed) while we were looking up
+        assert request is not None
         if isinstance(targets, Rejection):
             self._reject(tx, request, targets)
             return
-        assert request is not None
         context = ResponseContext(request, targets, env, timer_c=self.timer_c)
         self.contexts[tx] = context
         context.start()

@@ -192,9 +192,9 @@ def preprocess_routes(request: Request, me: LocalIdentity) -> SipURI | None:
         request.headers.remove("Route")
         for value in routes[:-1]:
             request.headers.add("Route", value)
-    routes = request.routes
-    if routes and me.is_me(routes[0].uri):
-        uri = routes[0].uri
+    parsed = request.routes
+    if parsed and me.is_me(parsed[0].uri):
+        uri = parsed[0].uri
         request.headers.pop_first("Route")
         if isinstance(uri, SipURI):
             popped = uri

@@ -432,8 +432,10 @@ class Registrar:
 
     def _apply(self, plan: _Plan) -> defer.Deferred:
         if plan.query_only:
-            return defer.maybeDeferred(self.location.get, plan.aor)
-        return defer.maybeDeferred(self.location.update, plan.aor, plan.changes)
+            return defer.maybeDeferred(self.location.get, plan.aor)  # type: ignore[call-overload]
+        return defer.maybeDeferred(  # type: ignore[call-overload]
+            self.location.update, plan.aor, plan.changes
+        )
 
     # -- responses ---------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from sipcore.errors import ParseError
 from sipcore.headers import Contact, CSeq, Via, parse_int, split_header_list
 from sipcore.limits import (
@@ -399,14 +401,34 @@ def _as_headers(headers: Any) -> Headers:
     return Headers(headers)
 
 
+# SentResponse (sipcore/transaction/sent.py) subclasses Response.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Message:
     """Common part of requests and responses."""
 
-    __slots__ = ("headers", "body", "version")
+    __slots__ = ("_headers", "_body", "version")
 
-    headers: Headers
-    body: bytes
+    _headers: Headers
+    _body: bytes
     version: str
+
+    # Properties, not plain attributes, so that SentResponse can override them
+    # (mypyc binds attribute access statically; property access is virtual).
+    @property
+    def headers(self) -> Headers:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: Headers) -> None:
+        self._headers = value
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = value
 
     # -- structured accessors (lazy, cached, raise ParseError) ------------------
     def _require(self, key: str) -> str:
@@ -687,6 +709,8 @@ class Request(Message):
         return f"<Request {self.method} {self.uri}>"
 
 
+# SentResponse (sipcore/transaction/sent.py) subclasses Response.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Response(Message):
     __slots__ = ("status", "reason")
 
@@ -735,7 +759,7 @@ class Response(Message):
 # --- parsing -------------------------------------------------------------------
 
 
-def _parse_start_line(line: str) -> Request | Response:
+def _parse_start_line(line: str, headers: Headers) -> Request | Response:
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         _check_version(version)
@@ -745,11 +769,7 @@ def _parse_start_line(line: str) -> Request | Response:
         status = int(m.group(1))
         if status < 100:
             raise ParseError("Bad Status-Line")
-        resp = Response.__new__(Response)
-        resp.status = status
-        resp.reason = m.group(2) or ""
-        resp.version = "SIP/2.0"
-        return resp
+        return Response(status, m.group(2) or "", headers)
     parts = line.split(" ")
     if (
         len(parts) == 3
@@ -770,11 +790,7 @@ def _parse_start_line(line: str) -> Request | Response:
         _check_version(version)
     if len(uri_text) > MAX_URI_LENGTH:
         raise ParseError("Request-URI Too Long", 414)
-    req = Request.__new__(Request)
-    req.method = method
-    req.uri = parse_uri(uri_text)
-    req.version = "SIP/2.0"
-    return req
+    return Request(method, parse_uri(uri_text), headers)
 
 
 def _check_version(version: str) -> None:
@@ -794,7 +810,8 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     n = len(lines)
     if head.count("\n") != n - 1 or head.count("\r") != n - 1:
         raise ParseError("Bare CR or LF in header")
-    msg = _parse_start_line(lines[0])
+    headers = Headers()
+    msg = _parse_start_line(lines[0], headers)
     raw_lines = lines
     if "\r\n " in head or "\r\n\t" in head:
         raw_lines = [lines[0]]
@@ -833,10 +850,7 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
                 raise ParseError("Multiple Content-Length headers")
             clen = value
         append((key, name, value, raw))
-    headers = Headers.__new__(Headers)
     headers._fields = fields
-    headers._cache = {}
-    msg.headers = headers
     return msg, (None if clen is None else _content_length(clen))
 
 
@@ -979,9 +993,8 @@ def make_response(
             if f[0] == "to" and to_tag is not None and request.to.tag is None:
                 f = (f[0], f[1], f"{f[2]};tag={to_tag}", None)
             fields.append(f)
-    headers = Headers.__new__(Headers)
+    headers = Headers()
     headers._fields = fields
-    headers._cache = {}
     # The Via fields were copied verbatim, so the request's parsed top Via is the
     # response's too: routing the response (§18.2.2) need not parse it again.
     top = req_headers._cache.get("top_via")

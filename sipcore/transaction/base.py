@@ -15,14 +15,14 @@ import sys
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Request, Response
 
-    Message = Request | Response
+    Message: TypeAlias = "Request | Response"
 
 __all__ = [
     "Clock",
@@ -111,7 +111,7 @@ class Transaction:
     )
 
     #: The state a transaction of this kind is created in (set by each subclass).
-    initial_state: State
+    initial_state: ClassVar[State]
 
     @staticmethod
     def _accepts(method: str) -> bool:
@@ -301,7 +301,7 @@ class _LingerQueue:
 
     #: clock -> {delay: queue}; weak so that a test's ``task.Clock`` takes its queues
     #: (and whatever they still hold) with it.
-    _queues: weakref.WeakKeyDictionary[Any, dict[float, _LingerQueue]] = (
+    _queues: ClassVar[weakref.WeakKeyDictionary[Any, dict[float, _LingerQueue]]] = (
         weakref.WeakKeyDictionary()
     )
 

@@ -32,12 +32,14 @@ UAC's own patience).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sipcore.message import Headers, Request
 
-from .base import State, Transaction
+from .base import Clock, State, Transaction
 from .keys import client_key
+from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Response
@@ -84,14 +86,26 @@ class ClientInviteTransaction(Transaction):
     __slots__ = ("_started", "_timer_a", "ack")
 
     initial_state = State.CALLING
-    _make_key = staticmethod(client_key)
+
+    @staticmethod
+    def _make_key(request: Request) -> tuple[Any, ...]:  # mypyc: no staticmethod(f) override
+        return client_key(request)
 
     @staticmethod
     def _accepts(method: str) -> bool:
         return method == "INVITE"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
+    def __init__(
+        self,
+        request: Request,
+        send: Callable[[Any], None],
+        tu: Any,
+        clock: Clock,
+        timers: Timers = DEFAULT_TIMERS,
+        reliable: bool = False,
+    ) -> None:
+        super().__init__(request, send, tu, clock, timers, reliable)
         self._started = False
         self._timer_a = self.timers.a
         #: The ACK this transaction sent for a 300-699 response, once there is one.

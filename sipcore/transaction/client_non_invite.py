@@ -26,13 +26,15 @@ transactions must finish within 64*T1 whatever happens (§17.1.2.2; RFC 4320 exp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import State, Transaction
+from .base import Clock, State, Transaction
 from .keys import client_key
+from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
-    from sipcore.message import Response
+    from sipcore.message import Request, Response
 
 __all__ = ["ClientNonInviteTransaction"]
 
@@ -48,7 +50,10 @@ class ClientNonInviteTransaction(Transaction):
     __slots__ = ("_started", "_timer_e")
 
     initial_state = State.TRYING
-    _make_key = staticmethod(client_key)
+
+    @staticmethod
+    def _make_key(request: Request) -> tuple[Any, ...]:  # mypyc: no staticmethod(f) override
+        return client_key(request)
 
     @staticmethod
     def _accepts(method: str) -> bool:
@@ -56,8 +61,17 @@ class ClientNonInviteTransaction(Transaction):
         # for 300-699 the INVITE client transaction does).
         return method not in ("INVITE", "ACK")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
+    def __init__(
+        self,
+        request: Request,
+        send: Callable[[Any], None],
+        tu: Any,
+        clock: Clock,
+        timers: Timers = DEFAULT_TIMERS,
+        reliable: bool = False,
+    ) -> None:
+        super().__init__(request, send, tu, clock, timers, reliable)
         self._started = False
         self._timer_e = self.timers.e
 

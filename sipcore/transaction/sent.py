@@ -59,13 +59,21 @@ class SentResponse(Response):
         assert isinstance(message, Response)
         return message
 
-    @property  # type: ignore[override]
+    @property
     def headers(self) -> Headers:
         return self._parsed().headers
 
-    @property  # type: ignore[override]
+    @headers.setter
+    def headers(self, value: Headers) -> None:
+        raise AttributeError("SentResponse is read-only")
+
+    @property
     def body(self) -> bytes:
         return self._parsed().body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        raise AttributeError("SentResponse is read-only")
 
     def copy(self) -> Response:
         return self._parsed().copy()

@@ -23,11 +23,13 @@ any         transport error           Terminated   tu.transport_failed
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import State, Transaction
+from .base import Clock, State, Transaction
 from .keys import server_key
 from .sent import SentResponse
+from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Request, Response
@@ -48,14 +50,26 @@ class ServerNonInviteTransaction(Transaction):
     __slots__ = ("last_provisional", "final_response")
 
     initial_state = State.TRYING
-    _make_key = staticmethod(server_key)
+
+    @staticmethod
+    def _make_key(request: Request) -> tuple[Any, ...]:  # mypyc: no staticmethod(f) override
+        return server_key(request)
 
     @staticmethod
     def _accepts(method: str) -> bool:
         return method not in ("INVITE", "ACK")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
+    def __init__(
+        self,
+        request: Request,
+        send: Callable[[Any], None],
+        tu: Any,
+        clock: Clock,
+        timers: Timers = DEFAULT_TIMERS,
+        reliable: bool = False,
+    ) -> None:
+        super().__init__(request, send, tu, clock, timers, reliable)
         #: The most recent provisional response sent.
         self.last_provisional: Response | None = None
         #: The final response sent.

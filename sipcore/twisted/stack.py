@@ -127,6 +127,7 @@ class SipStack:
             else:
                 self.role.stray_response(message, source)
             return
+        assert isinstance(message, Request)
         request = message
         server_tx = self.table.match_server(request)
         if server_tx is not None:

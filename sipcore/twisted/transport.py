@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IReactorTime
@@ -111,6 +111,10 @@ class _Datagram(protocol.DatagramProtocol):
 class _Stream(protocol.Protocol):
     """One TCP or TLS connection; framing by Content-Length (RFC 3261 §18.3)."""
 
+    # Twisted's stub (ITransport | None, zope-style methods) does not fit; in practice
+    # a connected ITCPTransport.
+    transport: Any
+
     def __init__(self, endpoint: SipEndpoint, transport_name: str) -> None:
         self.endpoint = endpoint
         self.transport_name = transport_name
@@ -132,7 +136,7 @@ class _Stream(protocol.Protocol):
         if self._idle is not None and self._idle.active():  # type: ignore[attr-defined]
             self._idle.reset(timeout)  # type: ignore[attr-defined]
         else:
-            self._idle = clock.callLater(timeout, self.transport.loseConnection)
+            self._idle = clock.callLater(timeout, self.transport.loseConnection)  # type: ignore[arg-type]
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self._touch()
@@ -235,7 +239,7 @@ class SipEndpoint:
         # responses come back to the process that holds the client transaction.
         self.reuse_port = reuse_port
         self.send_port = send_port
-        self.udp_send: object | None = None
+        self.udp_send: Any = None
         self.clock: IReactorTime = reactor  # type: ignore[assignment]
         self.handler = handler
         self.interface = interface
@@ -251,7 +255,7 @@ class SipEndpoint:
         # Flood and resource limits; None (the default) means none, as in unit tests.
         self.protection = protection
         self.idle_timeout = protection.idle_timeout if protection is not None else IDLE_TIMEOUT
-        self.udp: object | None = None
+        self.udp: Any = None
         self.listeners: list[object] = []
         # Open connections by remote address: responses and new requests reuse them.
         self.connections: dict[Address, _Stream] = {}
@@ -305,7 +309,7 @@ class SipEndpoint:
         for stream in list(self.connections.values()):
             stream.transport.loseConnection()
         return gatherResults(
-            [maybeDeferred(lst.stopListening) for lst in self.listeners]  # type: ignore[attr-defined]
+            [maybeDeferred(lst.stopListening) for lst in self.listeners]  # type: ignore[attr-defined,call-overload]
         )
 
     def local_address(self, transport: str = "UDP") -> Address:
@@ -437,7 +441,7 @@ class SipEndpoint:
                 return
         self.send(response, response_destination(via, transport))
 
-    def _send_udp(self, data: bytes, dest: Address, port: object | None = None) -> None:
+    def _send_udp(self, data: bytes, dest: Address, port: Any = None) -> None:
         if port is None:
             port = self.udp
         if port is None:
@@ -447,7 +451,7 @@ class SipEndpoint:
             log.warn("message of {size} bytes does not fit a datagram", size=len(data))
             return
         try:
-            port.write(data, (dest.host, dest.port))  # type: ignore[attr-defined]
+            port.write(data, (dest.host, dest.port))
         except (OSError, ValueError) as err:
             # ValueError: a host name where an IP literal is needed; names are resolved
             # above this layer (RFC 3263), so this is a routing bug, not a crash.
@@ -493,7 +497,7 @@ def _reuse_socket(kind: int, interface: str, port: int) -> socket.socket:
     return sock
 
 
-def _adopt_udp(reactor: object, interface: str, port: int, proto: object) -> object:
+def _adopt_udp(reactor: object, interface: str, port: int, proto: object) -> Any:
     """A UDP port shared with the other workers (SO_REUSEPORT): the kernel spreads
     datagrams over them by source address, so one client's retransmissions and its
     CANCEL reach the worker holding its transaction."""
@@ -511,7 +515,7 @@ def _adopt_udp(reactor: object, interface: str, port: int, proto: object) -> obj
         sock.close()  # Twisted holds its own duplicate of the descriptor
 
 
-def _adopt_tcp(reactor: object, interface: str, port: int, factory: object) -> object:
+def _adopt_tcp(reactor: object, interface: str, port: int, factory: object) -> Any:
     sock = _reuse_socket(socket.SOCK_STREAM, interface, port)
     try:
         sock.listen(1024)
@@ -525,4 +529,5 @@ def _adopt_tcp(reactor: object, interface: str, port: int, factory: object) -> o
 def _first_line(message: Message) -> str:
     if isinstance(message, Request):
         return f"{message.method} {message.uri} cseq={message.headers.get('CSeq')}"
-    return f"{message.status} {message.reason} cseq={message.headers.get('CSeq')}"
+    response: Any = message
+    return f"{response.status} {response.reason} cseq={message.headers.get('CSeq')}"
