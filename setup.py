@@ -20,9 +20,14 @@ setup(
         "numpy",
         "prometheus-client>=0.17",
         "rich",
+        # mypyc_attr in sipcore/message.py (a no-op decorator when interpreted).
+        "mypy_extensions",
     ],
     extras_require={
         "audio": ["PyAudio", "opuslib"],
+        # mypyc compiles the hot path (deploy/compile.py, sipcore/accel.py); pinned
+        # because its code generation is what the compiled build was tested with.
+        "accel": ["mypy==2.4.1"],
         # Speech quality figures in bench/media.py (PESQ); without it the bench prints SNR.
         "bench": ["pesq"],
         "test": [
