@@ -12,6 +12,8 @@ from twisted.logger import Logger
 
 from proxy.lifecycle import drain, reload_users
 from proxy.web.tracing import fan_out
+from sipcore import accel
+from sipcore.accel import running_compiled
 from sipcore.trace.hook import tracer_from_config
 from sipcore.twisted.protection import Protection
 from sipcore.twisted.stack import SipStack
@@ -63,10 +65,12 @@ class SipService(service.Service):
         if self.web is not None:
             self.web.start(self.stack, self.role)
         log.info(
-            "listening on {interface}:{port} (UDP, TCP{tls}) for {domains}",
+            "listening on {interface}:{port} (UDP, TCP{tls}) for {domains}; hot path {build}",
             interface=config["interface"], port=self.stack.endpoint.port,
             tls=f", TLS {self.stack.endpoint.tls_port}" if context else "",
             domains=", ".join(config.get("domains") or []),
+            # sipcore.accel: "compiled", or why the sources run ("none", "stale", ...).
+            build="compiled" if running_compiled() else f"from sources ({accel.BUILD})",
         )
 
     def _install_sighup(self) -> None:

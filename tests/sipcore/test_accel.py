@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,34 @@ def test_stale_build_refused_when_compiled_required(built: None, tmp_path: Path)
 def test_every_compiled_module_has_a_source() -> None:
     for module in accel.MODULES:
         assert accel.source_path(module).is_file(), module
+
+
+def test_twistd_sipproxy_says_which_build_runs(built: None, tmp_path: Path) -> None:
+    """The start-up line names the build, so an operator (and this suite's servers
+    under `make test`) can tell the compiled hot path is the one answering."""
+    from tests.interop.conftest import TWISTD, free_port
+
+    expected = ("hot path compiled" if accel.status(honour_env=False) == "compiled"
+                else "hot path from sources")
+    log_path = tmp_path / "proxy.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "sipproxy", "--port", str(free_port()),
+             "--location", "memory:"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if k != "SIPCALLING_INTERPRETED"})
+    try:
+        line = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = log_path.read_text(errors="replace")
+            found = [row for row in text.splitlines() if "listening on" in row]
+            if found or proc.poll() is not None:
+                line = found[0] if found else text[-2000:]
+                break
+            time.sleep(0.1)  # a real process starting: a bounded poll
+        assert expected in line, line
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
