@@ -56,7 +56,7 @@ from sipcore.digest import AuthOutcome, Credentials, DigestAuthenticator
 from sipcore.errors import ParseError
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
-from sipcore.transaction import ServerInviteTransaction, ServerTransaction, State, Timers
+from sipcore.transaction import ServerInviteTransaction, ServerTxHandle, State, Timers
 from sipcore.twisted.inline import inline_callbacks
 from sipcore.twisted.protection import Trusted
 from sipcore.twisted.role import BaseRole
@@ -102,7 +102,7 @@ class _Forwarder:
     """The `ForkEnv` of one proxied request: ties a response context to the stack."""
 
     def __init__(
-        self, role: ProxyRole, tx: ServerTransaction, request: Request, loop_part: str,
+        self, role: ProxyRole, tx: ServerTxHandle, request: Request, loop_part: str,
         source: Address,
     ) -> None:
         self.role = role
@@ -169,7 +169,7 @@ class ProxyRole(BaseRole):
             self.auth_guard = guard_from_config(config, clock)
         self.location: Any = None
         self.registrar: Any = None
-        self.contexts: dict[ServerTransaction, ResponseContext] = {}
+        self.contexts: dict[ServerTxHandle, ResponseContext] = {}
         self.known_aors: set[str] = set()
         self._me: LocalIdentity | None = None
 
@@ -210,7 +210,7 @@ class ProxyRole(BaseRole):
         return self._me
 
     # -- requests ------------------------------------------------------------------------
-    def request_received(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+    def request_received(self, request: Request, tx: ServerTxHandle, source: Address) -> None:
         try:
             self._request(request, tx, source)
         except ParseError as err:
@@ -219,7 +219,7 @@ class ProxyRole(BaseRole):
             self._reply(tx, request, err.status, err.reason)
 
     def _reply(
-        self, tx: ServerTransaction, request: Request, status: int, reason: str | None = None,
+        self, tx: ServerTxHandle, request: Request, status: int, reason: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         response = make_response(request, status, reason, to_tag=new_tag())
@@ -227,10 +227,10 @@ class ProxyRole(BaseRole):
             response.headers.add(name, value)
         tx.send_response(response)
 
-    def _reject(self, tx: ServerTransaction, request: Request, rejection: Rejection) -> None:
+    def _reject(self, tx: ServerTxHandle, request: Request, rejection: Rejection) -> None:
         self._reply(tx, request, rejection.status, rejection.reason, rejection.headers)
 
-    def _request(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+    def _request(self, request: Request, tx: ServerTxHandle, source: Address) -> None:
         me = self.me
         check_syntax(request)  # §16.3 step 1
         rejection = check_scheme(request)  # step 2
@@ -281,7 +281,7 @@ class ProxyRole(BaseRole):
         d.addCallback(self._start_context, env)
         d.addErrback(self._targets_failed, env)
 
-    def _registrar_handle(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+    def _registrar_handle(self, request: Request, tx: ServerTxHandle, source: Address) -> None:
         # Hook for the registrar (RFC 3261 §10.3): `self.registrar` answers REGISTER
         # through `tx` and writes the `.location` the proxy reads bindings from. We only
         # note the AOR so that, once its bindings are gone, a call gets 480, not 404.
@@ -360,7 +360,7 @@ class ProxyRole(BaseRole):
             challenge.headers.add("Proxy-Authenticate", value)
         return challenge, delay
 
-    def _send_refusal(self, tx: ServerTransaction, response: Response, delay: float) -> None:
+    def _send_refusal(self, tx: ServerTxHandle, response: Response, delay: float) -> None:
         if delay <= 0:
             tx.send_response(response)
             return
@@ -591,7 +591,7 @@ class ProxyRole(BaseRole):
 
     # -- CANCEL, ACK, stray responses -------------------------------------------------------
     def cancel_received(
-        self, cancel: Request, invite_tx: ServerInviteTransaction, source: Address
+        self, cancel: Request, invite_tx: ServerTxHandle, source: Address
     ) -> None:
         # §16.10: the stack answered the CANCEL 200; we end the INVITE with 487 and
         # CANCEL every pending branch (each only once it has a provisional, §9.1).
@@ -601,7 +601,7 @@ class ProxyRole(BaseRole):
         if context is not None:
             context.cancel()
 
-    def server_tx_ended(self, tx: ServerTransaction, reason: str) -> None:
+    def server_tx_ended(self, tx: ServerTxHandle, reason: str) -> None:
         self.contexts.pop(tx, None)
 
     def ack_received(self, ack: Request, source: Address) -> None:

@@ -51,7 +51,7 @@ from sipcore.errors import ParseError
 from sipcore.headers import Contact
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
-from sipcore.transaction import ServerTransaction
+from sipcore.transaction import ResponseSink
 from sipcore.twisted.transport import Address
 from sipcore.uri import NameAddr, SipURI, parse_uri
 
@@ -145,7 +145,7 @@ class _Reply:
     __slots__ = ("registrar", "request", "tx", "to_tag", "sent")
 
     def __init__(
-        self, registrar: Registrar, request: Request, tx: ServerTransaction, to_tag: str
+        self, registrar: Registrar, request: Request, tx: ResponseSink, to_tag: str
     ) -> None:
         self.registrar = registrar
         self.request = request
@@ -231,7 +231,7 @@ class Registrar:
 
     # -- entry point ------------------------------------------------------------------
 
-    def handle(self, request: Request, tx: ServerTransaction, source: Address) -> defer.Deferred:
+    def handle(self, request: Request, tx: ResponseSink, source: Address) -> defer.Deferred:
         """Process one REGISTER; fires (with None) once the final response is sent."""
         to_tag = new_tag()
         sent = False

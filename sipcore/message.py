@@ -180,19 +180,21 @@ def header_key(name: str) -> str:
     return key
 
 
-def _checked(name: str, value: str) -> tuple[str, str, str]:
-    """(key, name, value) for a field set through the API, or ValueError."""
+def _checked(name: str, value: object) -> tuple[str, str, str]:
+    """(key, name, value) for a field set through the API, or ValueError.
+
+    `value` may be anything with a str() (an int, a Via): annotated `object` so that
+    the mypyc-compiled build converts it too rather than refusing it."""
     key = _KEYS.get(name)
     if key is None:
         # Only valid tokens ever enter _KEYS, so a hit needs no regex check.
         if _TOKEN_RE.fullmatch(name) is None:
             raise ValueError(f"invalid header name {name!r}")
         key = header_key(name)
-    if value.__class__ is not str:
-        value = str(value)
-    if "\r" in value or "\n" in value:
+    text = value if type(value) is str else str(value)
+    if "\r" in text or "\n" in text:
         raise ValueError("header value must not contain CR or LF")
-    return key, name, value
+    return key, name, text
 
 
 # A header field: (key, name as written, value with folding undone, raw line(s)
@@ -319,25 +321,25 @@ class Headers:
             for dep in deps:
                 cache.pop(dep, None)
 
-    def add(self, name: str, value: str) -> None:
+    def add(self, name: str, value: object) -> None:
         """Append a field."""
-        key, name, value = _checked(name, value)
-        self._fields.append((key, name, value, None))
+        key, name, text = _checked(name, value)
+        self._fields.append((key, name, text, None))
         if self._cache:
             self._changed(key)
 
-    def prepend(self, name: str, value: str) -> None:
+    def prepend(self, name: str, value: object) -> None:
         """Insert a field before the first field of that name (or at the top)."""
-        key, name, value = _checked(name, value)
+        key, name, text = _checked(name, value)
         fields = self._fields
         pos = next((i for i, f in enumerate(fields) if f[0] == key), 0)
-        fields.insert(pos, (key, name, value, None))
+        fields.insert(pos, (key, name, text, None))
         self._changed(key)
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: object) -> None:
         """Replace every field of that name with one field, kept in the first's place."""
-        key, name, value = _checked(name, value)
-        new: _Field = (key, name, value, None)
+        key, name, text = _checked(name, value)
+        new: _Field = (key, name, text, None)
         fields: list[_Field] = []
         placed = False
         for f in self._fields:
@@ -377,20 +379,20 @@ class Headers:
                 return f[2]
         return None
 
-    def replace_first(self, name: str, value: str) -> None:
+    def replace_first(self, name: str, value: object) -> None:
         """Replace the first *value* (e.g. the top Via), or add the field if absent."""
-        key, name, value = _checked(name, value)
+        key, name, text = _checked(name, value)
         fields = self._fields
         for i, f in enumerate(fields):
             if f[0] == key:
                 if key in LIST_HEADERS and "," in f[2]:
                     items = split_header_list(f[2])
-                    items[0] = value
-                    value = ", ".join(items)
-                fields[i] = (key, f[1], value, None)
+                    items[0] = text
+                    text = ", ".join(items)
+                fields[i] = (key, f[1], text, None)
                 self._changed(key)
                 return
-        self.add(name, value)
+        self.add(name, text)
 
 
 def _as_headers(headers: Any) -> Headers:

@@ -10,7 +10,16 @@ tests).
 
 from sipcore.ids import new_branch
 
-from .base import ClientTU, Clock, DelayedCall, ServerTU, State, Transaction
+from .base import (
+    ClientTU,
+    Clock,
+    DelayedCall,
+    ResponseSink,
+    ServerTU,
+    ServerTxHandle,
+    State,
+    Transaction,
+)
 from .client_invite import ClientInviteTransaction, build_non_2xx_ack
 from .client_non_invite import ClientNonInviteTransaction
 from .server_invite import ServerInviteTransaction
@@ -27,10 +36,12 @@ __all__ = [
     "ClientTransaction",
     "Clock",
     "DelayedCall",
+    "ResponseSink",
     "ServerInviteTransaction",
     "ServerNonInviteTransaction",
     "ServerTU",
     "ServerTransaction",
+    "ServerTxHandle",
     "State",
     "Timers",
     "Transaction",

@@ -28,7 +28,9 @@ __all__ = [
     "Clock",
     "ClientTU",
     "DelayedCall",
+    "ResponseSink",
     "ServerTU",
+    "ServerTxHandle",
     "State",
     "Transaction",
 ]
@@ -95,6 +97,39 @@ class ServerTU(Protocol):
     def transport_failed(self, tx: Any) -> None: ...
 
     def terminated(self, tx: Any) -> None: ...
+
+
+class ResponseSink(Protocol):
+    """What a transaction user that only answers needs of its server transaction.
+
+    The registrar's whole use of one. Annotate with this (or :class:`ServerTxHandle`)
+    rather than with the concrete ``ServerTransaction`` union wherever a TU merely
+    *uses* a server transaction: compiled with mypyc, a parameter or attribute typed
+    with a native class is type-checked at run time, a Protocol is not, so code typed
+    this way also accepts other objects of this shape (the tests' recording fakes).
+    """
+
+    def send_response(self, response: Response) -> None: ...
+
+
+class ServerTxHandle(ResponseSink, Protocol):
+    """What a transaction user (a proxy, a UAS core) uses of a server transaction:
+    answer through it, and see whether it has answered or ended.
+
+    ``ServerInviteTransaction`` and ``ServerNonInviteTransaction`` both have this
+    shape; see :class:`ResponseSink` for why TUs are annotated with it.
+    """
+
+    @property
+    def request(self) -> Request | None:
+        """The request that created the transaction (None once it only lingers)."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def final_response(self) -> Response | None:
+        """The final response sent, None until then."""
 
 
 class Transaction:

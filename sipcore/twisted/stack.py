@@ -27,6 +27,7 @@ from sipcore.transaction import (
     Timers,
     TransactionTable,
 )
+from sipcore.twisted.protection import Protection
 from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint
 
 log = Logger(namespace="sipcore.stack")
@@ -61,6 +62,40 @@ class Role(Protocol):
         """'timeout', 'transport' or 'terminated'."""
 
 
+class Endpoint(Protocol):
+    """What a `SipStack` uses of its transport endpoint (a `SipEndpoint` in production).
+
+    `SipStack.endpoint` is typed with this rather than with `SipEndpoint` so that another
+    transport (the tests' simulated network) can stand in: compiled with mypyc, an
+    attribute typed with a native class is type-checked at run time, a Protocol is not.
+    Besides sending and its life cycle, the stack's users read where it listens
+    (``interface``, ``port``, ``tls_port``, ``local_address``) through ``stack.endpoint``.
+    """
+
+    @property
+    def protection(self) -> Protection | None:
+        """Flood and overload limits; None for none (see `SipStack._shed`)."""
+
+    @property
+    def interface(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def tls_port(self) -> int | None: ...
+
+    def local_address(self, transport: str = "UDP") -> Address: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> object: ...
+
+    def send(self, message: Message, dest: Address) -> None: ...
+
+    def send_response(self, response: Response, source: Address | None = None) -> None: ...
+
+
 class _ServerTU:
     """Adapts the ServerTU callbacks of a server transaction to the role."""
 
@@ -91,7 +126,7 @@ class _Reply:
 
     __slots__ = ("endpoint", "source")
 
-    def __init__(self, endpoint: SipEndpoint, source: Address) -> None:
+    def __init__(self, endpoint: Endpoint, source: Address) -> None:
         self.endpoint = endpoint
         self.source = source
 
@@ -108,7 +143,8 @@ class SipStack:
         self.role = role
         self.timers = timers or Timers()
         self.table = TransactionTable()
-        self.endpoint = SipEndpoint(reactor, self, **endpoint)
+        #: Replaceable by another `Endpoint` before `start` (tests simulate a network).
+        self.endpoint: Endpoint = SipEndpoint(reactor, self, **endpoint)
         self._server_tu = _ServerTU(role)
 
     def start(self) -> None:

@@ -34,8 +34,9 @@ class FakeNet:
 
     def attach(self, role: Any, host: str, port: int) -> SipStack:
         stack = SipStack(self.clock, role)
-        stack.endpoint = FakeEndpoint(self, stack, host, port)  # type: ignore[assignment]
-        self.endpoints[(host, port)] = stack.endpoint  # type: ignore[assignment]
+        endpoint = FakeEndpoint(self, stack, host, port)
+        stack.endpoint = endpoint  # an `Endpoint` (sipcore.twisted.stack)
+        self.endpoints[(host, port)] = endpoint
         role.stack = stack
         return stack
 
@@ -79,6 +80,7 @@ class FakeEndpoint:
         self.stack = stack
         self.interface = host
         self.port = port
+        self.tls_port: int | None = None
         self.protection = None  # no overload shedding in these tests
 
     def local_address(self, transport: str = "UDP") -> Address:

@@ -283,7 +283,8 @@ def test_proxy_shares_one_guard_with_its_registrar_and_honours_trusted(clock, tm
     role._me = LocalIdentity("192.0.2.1", 5060, frozenset({"a.lab"}))
 
     def authorise(request: Request, host: str) -> tuple[Response, float] | None:
-        return role._authorise(request, classify(request, role.me), False,
+        # popped=None: no Route of ours was removed (not an in-dialog request).
+        return role._authorise(request, classify(request, role.me), None,
                                Address("UDP", host, 5060))
 
     refusal = authorise(invite(), "203.0.113.7")

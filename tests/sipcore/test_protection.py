@@ -25,6 +25,8 @@ from sipcore.twisted.protection import (
 from sipcore.twisted.stack import SHED_TAG_PREFIX, SipStack
 from sipcore.twisted.transport import Address, SipEndpoint, _StreamFactory
 
+from .txhelpers import responses_on_the_wire
+
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
@@ -314,8 +316,7 @@ def make_stack(**config: Any) -> tuple[SipStack, Role, list[Response]]:
     stack = SipStack(
         clock, role, log_messages=False, protection=Protection(clock, ProtectionConfig(**config))
     )
-    sent: list[Response] = []
-    stack.endpoint.send_response = lambda response, source=None: sent.append(response)
+    sent = responses_on_the_wire(stack)
     return stack, role, sent
 
 

@@ -26,7 +26,7 @@ from sipcore.twisted.protection import OverloadGuard, Protection, ProtectionConf
 from sipcore.twisted.stack import SipStack
 from sipcore.twisted.transport import Address
 
-from .txhelpers import RecordingTU, Wire, request, response
+from .txhelpers import RecordingTU, Wire, request, response, responses_on_the_wire
 
 J = 32.0  # 64*T1 with the default T1
 
@@ -190,8 +190,7 @@ def _stack(**config: Any) -> tuple[SipStack, list[Response]]:
     config.setdefault("max_lag", 0.0)
     stack = SipStack(clock, _AnsweringRole(), log_messages=False,
                      protection=Protection(clock, ProtectionConfig(**config)))
-    sent: list[Response] = []
-    stack.endpoint.send_response = lambda response, source=None: sent.append(response)
+    sent = responses_on_the_wire(stack)
     return stack, sent
 
 

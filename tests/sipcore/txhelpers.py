@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from sipcore.message import Request, Response, make_response, parse
+from sipcore.twisted.stack import SipStack
+from sipcore.twisted.transport import SipEndpoint
 
 
 class Wire:
@@ -28,6 +30,28 @@ class Wire:
         """The messages sent since the last ``take()``."""
         sent, self.sent = self.sent, []
         return sent
+
+
+class _UdpPort:
+    """Stands in for a `SipEndpoint`'s UDP socket: keeps the responses written to it."""
+
+    def __init__(self, responses: list[Response]) -> None:
+        self.responses = responses
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = parse(data)
+        if isinstance(message, Response):
+            self.responses.append(message)
+
+
+def responses_on_the_wire(stack: SipStack) -> list[Response]:
+    """The responses ``stack``'s (unstarted) endpoint sends over UDP from now on, as
+    parsed back from the bytes it writes: whether through a transaction or stateless."""
+    endpoint = stack.endpoint
+    assert isinstance(endpoint, SipEndpoint)
+    sent: list[Response] = []
+    endpoint.udp = _UdpPort(sent)
+    return sent
 
 
 class RecordingTU:
