@@ -50,6 +50,7 @@ MODULES = (
     "sipcore.twisted.stack",
     "registrar.location.binding",
     "registrar.location.memory",
+    "registrar.location.replicated",
     "registrar.registrar",
     "proxy.validation",
     "proxy.routing",

@@ -461,46 +461,39 @@ class ReplicatedLocationService:
             self._publish_update(normalise_aor(aor), changes, result)
         return result
 
+    # Each publishes once the inner store has the change (bound methods, not closures:
+    # this module is compiled by mypyc, see sipcore/accel.py).
     @deferred_errors
     def put(self, binding: Binding) -> Any:
-        d = self.inner.put(binding)
+        return self.inner.put(binding).addCallback(self._published_put, binding)
 
-        def published(result: Any) -> Any:
-            if binding.expires_at > self.clock.seconds():
-                self._publish([put_op(binding)])
-            else:  # an expired binding written is a removal
-                self._publish([del_op(binding.aor, binding.contact, binding.instance_id,
-                                      binding.reg_id)], tomb=[(binding.aor, binding.key)])
-            return result
-
-        return d.addCallback(published)
+    def _published_put(self, result: Any, binding: Binding) -> Any:
+        if binding.expires_at > self.clock.seconds():
+            self._publish([put_op(binding)])
+        else:  # an expired binding written is a removal
+            self._publish([del_op(binding.aor, binding.contact, binding.instance_id,
+                                  binding.reg_id)], tomb=[(binding.aor, binding.key)])
+        return result
 
     @deferred_errors
     def remove(self, aor: str, contact: str) -> Any:
         aor = normalise_aor(aor)
         # Removal is by Contact URI whatever the key: publish one del per binding it hits.
         gone = [b for b in self.inner.get_now(aor) if b.contact == contact]
-        d = self.inner.remove(aor, contact)
-
-        def published(result: Any) -> Any:
-            self._publish(
-                [del_op(aor, b.contact, b.instance_id, b.reg_id) for b in gone],
-                tomb=[(aor, b.key) for b in gone],
-            )
-            return result
-
-        return d.addCallback(published)
+        ops = [del_op(aor, b.contact, b.instance_id, b.reg_id) for b in gone]
+        tomb = [(aor, b.key) for b in gone]
+        return self.inner.remove(aor, contact).addCallback(self._published, ops, tomb, None)
 
     @deferred_errors
     def remove_all(self, aor: str) -> Any:
         aor = normalise_aor(aor)
-        d = self.inner.remove_all(aor)
+        return self.inner.remove_all(aor).addCallback(
+            self._published, [del_all_op(aor)], [], aor)
 
-        def published(result: Any) -> Any:
-            self._publish([del_all_op(aor)], tomb_aor=aor)
-            return result
-
-        return d.addCallback(published)
+    def _published(self, result: Any, ops: list[bytes], tomb: list[tuple[str, str]],
+                   tomb_aor: str | None) -> Any:
+        self._publish(ops, tomb=tomb, tomb_aor=tomb_aor)
+        return result
 
     def close(self) -> Any:
         self._stop()
