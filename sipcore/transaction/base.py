@@ -196,6 +196,14 @@ class Transaction:
         self._linger_deadline = 0.0
         #: The key a :class:`TransactionTable` files this transaction under.
         self.key: tuple[Any, ...] = self._make_key(request)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Each machine's own fields, set at the end of ``__init__``.
+
+        A hook rather than an ``__init__`` per subclass: mypyc miscompiled subclass
+        ``__init__(*args, **kwargs)`` forwarding, and four copies of the signature
+        would be the alternative."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.branch} {self.state}>"

@@ -32,14 +32,12 @@ UAC's own patience).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sipcore.message import Headers, Request
 
-from .base import Clock, State, Transaction
+from .base import State, Transaction
 from .keys import client_key
-from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Response
@@ -95,17 +93,7 @@ class ClientInviteTransaction(Transaction):
     def _accepts(method: str) -> bool:
         return method == "INVITE"
 
-    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
-    def __init__(
-        self,
-        request: Request,
-        send: Callable[[Any], None],
-        tu: Any,
-        clock: Clock,
-        timers: Timers = DEFAULT_TIMERS,
-        reliable: bool = False,
-    ) -> None:
-        super().__init__(request, send, tu, clock, timers, reliable)
+    def _setup(self) -> None:
         self._started = False
         self._timer_a = self.timers.a
         #: The ACK this transaction sent for a 300-699 response, once there is one.

@@ -26,12 +26,10 @@ transactions must finish within 64*T1 whatever happens (§17.1.2.2; RFC 4320 exp
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import Clock, State, Transaction
+from .base import State, Transaction
 from .keys import client_key
-from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Request, Response
@@ -61,17 +59,7 @@ class ClientNonInviteTransaction(Transaction):
         # for 300-699 the INVITE client transaction does).
         return method not in ("INVITE", "ACK")
 
-    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
-    def __init__(
-        self,
-        request: Request,
-        send: Callable[[Any], None],
-        tu: Any,
-        clock: Clock,
-        timers: Timers = DEFAULT_TIMERS,
-        reliable: bool = False,
-    ) -> None:
-        super().__init__(request, send, tu, clock, timers, reliable)
+    def _setup(self) -> None:
         self._started = False
         self._timer_e = self.timers.e
 

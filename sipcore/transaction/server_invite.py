@@ -93,13 +93,15 @@ class ServerInviteTransaction(Transaction):
         trying_delay: float | None = TRYING_DELAY,
     ) -> None:
         super().__init__(request, send, tu, clock, timers, reliable)
+        if trying_delay is not None:
+            self._start("Trying", trying_delay, self._send_trying)
+
+    def _setup(self) -> None:
         #: The most recent provisional response sent (by the TU or our own 100 Trying).
         self.last_provisional: Response | None = None
         #: The final response sent (the latest 2xx retransmission while Accepted).
         self.final_response: Response | None = None
         self._timer_g = self.timers.g
-        if trying_delay is not None:
-            self._start("Trying", trying_delay, self._send_trying)
 
     # -- from the TU --------------------------------------------------------------------
     def send_response(self, response: Response) -> None:

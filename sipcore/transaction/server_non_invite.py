@@ -23,13 +23,11 @@ any         transport error           Terminated   tu.transport_failed
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import Clock, State, Transaction
+from .base import State, Transaction
 from .keys import server_key
 from .sent import SentResponse
-from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
     from sipcore.message import Request, Response
@@ -59,17 +57,7 @@ class ServerNonInviteTransaction(Transaction):
     def _accepts(method: str) -> bool:
         return method not in ("INVITE", "ACK")
 
-    # Explicit parameters: mypyc miscompiles super().__init__(*args, **kwargs) here.
-    def __init__(
-        self,
-        request: Request,
-        send: Callable[[Any], None],
-        tu: Any,
-        clock: Clock,
-        timers: Timers = DEFAULT_TIMERS,
-        reliable: bool = False,
-    ) -> None:
-        super().__init__(request, send, tu, clock, timers, reliable)
+    def _setup(self) -> None:
         #: The most recent provisional response sent.
         self.last_provisional: Response | None = None
         #: The final response sent.
