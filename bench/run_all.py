@@ -73,6 +73,8 @@ def print_table(results: list[dict[str, str]]) -> None:
             print(f"{'hot path us/REGISTER (in-process)':44} {r.get('register_us', '-'):>12}")
             print(f"{'hot path us/message of a call (in-process)':44} "
                   f"{r.get('call_msg_us', '-'):>12}")
+            print(f"{'hot path us/REGISTER, Timer J running':44} "
+                  f"{r.get('register_steady_us', '-'):>12}")
         elif bench == "memory" and "bindings" in r:
             print(f"{'bytes/binding at ' + r['bindings']:44} {r.get('bytes_per_binding'):>12}")
         elif bench == "memory" and "calls" in r:

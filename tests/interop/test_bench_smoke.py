@@ -33,7 +33,10 @@ def run_quick(script: str) -> str:
 
 def test_hotpath_quick() -> None:
     out = run_quick("hotpath.py")
-    assert re.search(r"RESULT bench=hotpath register_us=[0-9.]+ call_msg_us=[0-9.]+", out), out
+    assert re.search(r"RESULT bench=hotpath register_us=[0-9.]+ call_msg_us=[0-9.]+ "
+                     r"register_steady_us=[0-9.]+", out), out
+    # The Timer J scenario ran long enough (1 simulated s) for its transactions to linger.
+    assert re.search(r"with 2,000 transactions lingering", out), out
 
 
 def test_memory_quick() -> None:
