@@ -123,10 +123,9 @@ def choose() -> str:
         if state == "stale" and os.environ.get("SIPCALLING_REQUIRE_COMPILED") != "1":
             print("sipcalling: compiled modules are older than their sources; running "
                   "the sources (make compiled rebuilds them)", file=sys.stderr)
-    if state != "compiled" and os.environ.get("SIPCALLING_REQUIRE_COMPILED") == "1":
-        if state != "interpreted":
-            raise ImportError(f"SIPCALLING_REQUIRE_COMPILED=1 but the compiled build is "
-                              f"{state}: run make compiled")
+    if state in ("stale", "none") and os.environ.get("SIPCALLING_REQUIRE_COMPILED") == "1":
+        raise ImportError(f"SIPCALLING_REQUIRE_COMPILED=1 but the compiled build is "
+                          f"{state}: run make compiled")
     return state
 
 
