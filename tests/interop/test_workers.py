@@ -29,19 +29,26 @@ pytestmark = pytest.mark.timeout(120)
 def proxy(request, start_server, tmp_path):
     sipp_binary()
     location = f"sqlite:{tmp_path / 'loc.sqlite'}" if request.param == "sqlite" else "memory:"
-    return start_server(
+    server = start_server(
         "sipproxy", "--domain", "a.lab", "--location", location,
         "--workers", "2", "--timer-c", "4",
     )
+    # Every worker bound before a test sends: a socket joining the SO_REUSEPORT group
+    # re-spreads source addresses, so a CANCEL could reach a worker that never saw
+    # its INVITE (481) if the second worker bound between the two.
+    wait_for_workers(server)
+    return server
 
 
 @pytest.fixture
 def memory_proxy(start_server):
     sipp_binary()
-    return start_server(
+    server = start_server(
         "sipproxy", "--domain", "a.lab", "--location", "memory:", "--workers", "2",
         "--timer-c", "4",
     )
+    wait_for_workers(server)  # as in `proxy`
+    return server
 
 
 @pytest.fixture
