@@ -126,7 +126,8 @@ class _Forwarder:
         if tx.state is State.TERMINATED:
             # The server transaction is gone (Timer L expired) but a 2xx retransmission
             # still came: forward it statelessly by its Via (RFC 6026 §7.2 / §16.7 step 10).
-            if 200 <= response.status < 300:
+            # A non-INVITE one has answered once and for all (§16.7 step 5).
+            if context.is_invite and 200 <= response.status < 300:
                 self.role.stack.send_response_stateless(response, self.source)
             return
         tx.send_response(response)

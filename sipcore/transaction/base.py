@@ -28,6 +28,7 @@ __all__ = [
     "Clock",
     "ClientTU",
     "DelayedCall",
+    "DueQueue",
     "ResponseSink",
     "ServerTU",
     "ServerTxHandle",
@@ -210,6 +211,11 @@ class Transaction:
 
     # -- public helpers -----------------------------------------------------------------
     @property
+    def sender(self) -> Callable[[Message], None]:
+        """The ``send`` callable the transaction was created with."""
+        return self._send
+
+    @property
     def active_timers(self) -> frozenset[str]:
         """Names ("A", "B", ...) of the timers currently running; for tests and logs."""
         names = {name for name, call in self._calls.items() if call.active()}
@@ -331,28 +337,63 @@ class Transaction:
         self.tu.terminated(self)
 
 
-class _LingerQueue:
-    """Transactions waiting out one fixed delay on one clock, in due order.
+class DueQueue:
+    """Items waiting out one fixed delay on one clock, in due order.
 
     The delay is the same for every entry, so entries are pushed in due order and a
     deque is a priority queue: one reactor timer, armed for the head, expires every
-    entry that is due. A transaction that left its lingering state early (transport
-    error) is skipped when its entry comes up rather than searched for.
+    entry that is due. Subclasses say what expiring an item means (:meth:`_due`).
     """
 
     __slots__ = ("clock", "delay", "entries", "call", "__weakref__")
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        self.clock = clock
+        self.delay = delay
+        self.entries: deque[tuple[float, Any]] = deque()
+        self.call: DelayedCall | None = None
+
+    def push(self, item: Any) -> float:
+        """Append ``item``; returns its deadline."""
+        deadline = self.clock.seconds() + self.delay
+        self.entries.append((deadline, item))
+        if self.call is None:
+            self.call = self.clock.callLater(self.delay, self._expire)
+        return deadline
+
+    def _due(self, item: Any, deadline: float) -> None:
+        raise NotImplementedError
+
+    def _expire(self) -> None:
+        self.call = None
+        entries = self.entries
+        now = self.clock.seconds()
+        while entries and entries[0][0] <= now:
+            deadline, item = entries.popleft()
+            try:
+                self._due(item, deadline)
+            except Exception:
+                # One failing callback must not hold up the entries behind it (with a
+                # DelayedCall each, it would not have either).
+                log.exception("%r: error on expiry", item)
+        if entries:
+            self.call = self.clock.callLater(max(0.0, entries[0][0] - now), self._expire)
+
+
+class _LingerQueue(DueQueue):
+    """Lingering transactions of one clock waiting out one delay (Timers D, I, J, K, L).
+
+    A transaction that left its lingering state early (transport error) is skipped when
+    its entry comes up rather than searched for.
+    """
+
+    __slots__ = ()
 
     #: clock -> {delay: queue}; weak so that a test's ``task.Clock`` takes its queues
     #: (and whatever they still hold) with it.
     _queues: ClassVar[weakref.WeakKeyDictionary[Any, dict[float, _LingerQueue]]] = (
         weakref.WeakKeyDictionary()
     )
-
-    def __init__(self, clock: Clock, delay: float) -> None:
-        self.clock = clock
-        self.delay = delay
-        self.entries: deque[tuple[float, Transaction]] = deque()
-        self.call: DelayedCall | None = None
 
     @classmethod
     def of(cls, clock: Clock, delay: float) -> _LingerQueue:
@@ -367,26 +408,7 @@ class _LingerQueue:
             queue = by_delay[delay] = cls(clock, delay)
         return queue
 
-    def push(self, tx: Transaction) -> float:
-        """Append ``tx``; returns its deadline."""
-        deadline = self.clock.seconds() + self.delay
-        self.entries.append((deadline, tx))
-        if self.call is None:
-            self.call = self.clock.callLater(self.delay, self._expire)
-        return deadline
-
-    def _expire(self) -> None:
-        self.call = None
-        entries = self.entries
-        now = self.clock.seconds()
-        while entries and entries[0][0] <= now:
-            deadline, tx = entries.popleft()
-            if tx._linger_name is not None and tx._linger_deadline == deadline:
-                try:
-                    tx._linger_expired()
-                except Exception:
-                    # One failing TU callback must not hold up the entries behind it
-                    # (with a DelayedCall each, it would not have either).
-                    log.exception("%r: error on terminating", tx)
-        if entries:
-            self.call = self.clock.callLater(max(0.0, entries[0][0] - now), self._expire)
+    def _due(self, item: Any, deadline: float) -> None:
+        tx: Transaction = item
+        if tx._linger_name is not None and tx._linger_deadline == deadline:
+            tx._linger_expired()

@@ -32,12 +32,13 @@ class SentResponse(Response):
     __slots__ = ("_data", "_origin")
 
     # The base class's ``headers``/``body`` slots are shadowed by the properties below.
-    def __init__(self, response: Response) -> None:  # noqa: D107 - see the class
+    def __init__(self, response: Response, data: bytes | None = None) -> None:  # noqa: D107
+        # ``data``: the bytes ``response`` was parsed from, sent as they are.
         self.status = response.status
         self.reason = response.reason
         self.version = response.version
         self._origin: Response | None = response
-        self._data: bytes | None = None
+        self._data: bytes | None = data
 
     def serialise(self) -> bytes:
         data = self._data

@@ -16,6 +16,7 @@ Proceeding
 Completed   request (retransmission)  Completed    resend the final response
 Completed   TU sends anything         Completed    discarded (§17.2.2)
 Completed   Timer J                   Terminated
+Completed   (retired by the table)    Terminated   the table resends until Timer J
 any         transport error           Terminated   tu.transport_failed
 =========== ========================= ============ ========================================
 """
@@ -81,8 +82,24 @@ class ServerNonInviteTransaction(Transaction):
             sent = self.final_response = SentResponse(response)
             if self._transmit(sent):
                 sent.settle()
-                # Timer J: absorb request retransmissions for 64*T1 (zero if reliable).
-                self._wait_then_terminate("J", self.timers.j)
+                self._complete(sent)
+
+    def _complete(self, sent: SentResponse) -> None:
+        """Timer J: absorb request retransmissions for 64*T1 (zero if reliable).
+
+        Filed in a table that can absorb them itself (see
+        :meth:`TransactionTable.retire`), and with nobody but the table and the TU to
+        tell, the transaction hands that job over as a compact entry and ends now: at
+        thousands of REGISTERs a second, hundreds of thousands of these wait out Timer
+        J, and as objects they cost memory and full garbage-collector passes.
+        """
+        delay = self.timers.j
+        table = self._table
+        if (delay > 0 and table is not None and self._terminated_observers is None
+                and table.retire(self, sent.serialise(), delay)):
+            self._terminate()
+        else:
+            self._wait_then_terminate("J", delay)
 
     def _slim(self) -> None:
         # Completed resends final_response's bytes and nothing else (§17.2.2).

@@ -3,16 +3,23 @@
 
 Matching (§17.1.3, §17.2.3, §9.2) is one dict lookup on a small tuple built by
 :mod:`sipcore.transaction.keys`; nothing here scans the transactions.
+
+Answered non-INVITE server transactions can *retire* into the table (:meth:`retire`):
+Completed (§17.2.2) only resends the final response's bytes when the request comes
+again, until Timer J. A retired one is a key and a flat tuple of bytes and strings,
+which the garbage collector stops tracking: at 15,000 REGISTERs a second over UDP,
+480,000 of them wait out Timer J, and as objects they made every full collection
+pass a pause of a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sipcore.errors import ParseError
 
-from .base import State, Transaction
+from .base import DueQueue, State, Transaction
 from .client_invite import ClientInviteTransaction
 from .client_non_invite import ClientNonInviteTransaction
 from .keys import ack_key_2543, cancel_key, is_rfc3261_branch, response_key, server_key
@@ -32,6 +39,25 @@ ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
 # a message matches nothing (§18.1.2/§18.2.1 say the transport should have dropped it).
 _UNMATCHABLE = (ParseError, LookupError, AttributeError, TypeError, ValueError)
 
+#: What a retired transaction keeps: the response bytes, where they went (transport,
+#: host, port) and when the entry expires.
+Retired = tuple[bytes, str, str, int, float]
+#: Sends retired bytes again: (bytes, transport, host, port).
+Resend = Callable[[bytes, str, str, int], None]
+
+
+class _RetiredQueue(DueQueue):
+    """The retired transactions of one table and one Timer J, in due order."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: TransactionTable, clock: Any, delay: float) -> None:
+        super().__init__(clock, delay)
+        self.table = table
+
+    def _due(self, item: Any, deadline: float) -> None:
+        self.table._expire_retired(item, deadline)
+
 
 class TransactionTable:
     """Live transactions of one element, filed by key.
@@ -49,7 +75,18 @@ class TransactionTable:
         self._ack_2543_keys: dict[ServerInviteTransaction, tuple[Any, ...]] = {}
         #: How many of the filed transactions linger (Completed, Confirmed, Accepted:
         #: done, absorbing retransmissions until a timer); kept by the transactions.
+        #: Retired ones (see :meth:`retire`) count too.
         self.lingering = 0
+        #: Retired non-INVITE server transactions by key, and their expiry queues (one
+        #: per Timer J value).
+        self._retired: dict[tuple[Any, ...], Retired] = {}
+        self._retired_queues: dict[float, _RetiredQueue] = {}
+        #: Set by the table's owner to let transactions retire: resends retired bytes
+        #: along a route, and gives the route a transaction's responses take (None:
+        #: this one cannot retire). The owner is the one that created the ``send``
+        #: callables, so it is the one that knows where they send.
+        self.resend: Resend | None = None
+        self.route_of: Callable[[Transaction], tuple[str, str, int] | None] | None = None
 
     @property
     def live(self) -> int:
@@ -57,7 +94,7 @@ class TransactionTable:
         return len(self) - self.lingering
 
     def __len__(self) -> int:
-        return len(self._client) + len(self._server)
+        return len(self._client) + len(self._server) + len(self._retired)
 
     def __iter__(self) -> Iterator[Transaction]:
         yield from list(self._client.values())
@@ -106,6 +143,58 @@ class TransactionTable:
             ack_key = self._ack_2543_keys.pop(tx, None)
             if ack_key is not None and self._ack_2543.get(ack_key) is tx:
                 del self._ack_2543[ack_key]
+
+    # -- retired transactions -------------------------------------------------------
+
+    def retire(self, tx: Transaction, data: bytes, delay: float) -> bool:
+        """Take over ``tx``'s Completed state: resend ``data`` whenever its request is
+        retransmitted, for ``delay`` seconds (Timer J). True if taken over, in which
+        case the transaction ends at once (it calls :meth:`remove`); False if this
+        table cannot (no owner hooks, or no route for this transaction)."""
+        resend, route_of = self.resend, self.route_of
+        if resend is None or route_of is None or self._server.get(tx.key) is not tx:
+            return False
+        route = route_of(tx)
+        if route is None:
+            return False
+        key = tx.key
+        queue = self._retired_queues.get(delay)
+        if queue is None:
+            queue = self._retired_queues[delay] = _RetiredQueue(self, tx.clock, delay)
+        deadline = queue.push(key)
+        self._retired[key] = (data, route[0], route[1], route[2], deadline)
+        self.lingering += 1
+        return True
+
+    def absorb(self, request: Request) -> bool:
+        """If ``request`` retransmits one a retired transaction answered, resend that
+        answer (§17.2.2, Completed) and return True."""
+        retired = self._retired
+        if not retired:
+            return False
+        try:
+            key = server_key(request)
+        except _UNMATCHABLE:
+            return False
+        entry = retired.get(key)
+        if entry is None:
+            return False
+        if self.resend is not None:
+            self.resend(entry[0], entry[1], entry[2], entry[3])
+        return True
+
+    @property
+    def retired(self) -> int:
+        """How many retired transactions are absorbing retransmissions."""
+        return len(self._retired)
+
+    def _expire_retired(self, key: tuple[Any, ...], deadline: float) -> None:
+        entry = self._retired.get(key)
+        if entry is not None and entry[4] == deadline:
+            del self._retired[key]
+            self.lingering -= 1
+
+    # -- matching -------------------------------------------------------------------
 
     def match_client(self, response: Response) -> ClientTransaction | None:
         """§17.1.3: top-Via branch and CSeq method (a 200 to CANCEL finds the CANCEL)."""

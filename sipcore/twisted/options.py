@@ -101,7 +101,7 @@ class ServerOptions(usage.Options):
         ["idle-timeout", None, "300", "Close TCP/TLS connections idle this many seconds."],
         ["max-transactions", None, "40000",
          "In-progress transactions above which new requests get 503 (0: no cap)."],
-        ["max-lingering", None, "400000",
+        ["max-lingering", None, "1000000",
          "Answered transactions still absorbing retransmissions (Timer J etc., ~1.2 KB"
          " each) above which new requests get 503 (0: no cap)."],
         ["max-lag", None, "2",

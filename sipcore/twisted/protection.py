@@ -60,9 +60,10 @@ class ProtectionConfig:
     #: 503; 0 = off. Lingering ones (answered, absorbing retransmissions) do not count.
     max_transactions: int = 40_000
     #: Lingering transactions above which new requests get 503; 0 = off. Each keeps
-    #: only its last response's bytes (~1.2 KB in all), so 400,000 is ~0.5 GB: UDP
-    #: REGISTER at 12,000/s held for Timer J (32 s).
-    max_lingering: int = 400_000
+    #: only its last response's bytes (~1.2 KB in all, most of it retired into the
+    #: table, out of the garbage collector's sight), so 1,000,000 is ~1.2 GB: UDP
+    #: REGISTER at 31,000/s held for Timer J (32 s).
+    max_lingering: int = 1_000_000
     #: Reactor lag (seconds) above which new requests get 503; 0 = off.
     max_lag: float = 2.0
     #: Retry-After value in 503 answers, seconds (RFC 3261 §20.33).
@@ -279,7 +280,7 @@ class OverloadGuard:
     max_transactions: int = 40_000
     max_lag: float = 2.0
     retry_after: int = 5
-    max_lingering: int = 400_000
+    max_lingering: int = 1_000_000
     interval: float = 0.5
     lag: float = 0.0
     shed: int = 0

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from sipcore.ids import new_tag
-from sipcore.message import Message, Request, Response, make_response
+from sipcore.message import Message, Request, Response, make_response, parse
 from sipcore.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -25,8 +25,10 @@ from sipcore.transaction import (
     ServerNonInviteTransaction,
     ServerTransaction,
     Timers,
+    Transaction,
     TransactionTable,
 )
+from sipcore.transaction.sent import SentResponse
 from sipcore.twisted.protection import Protection
 from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint
 
@@ -135,6 +137,16 @@ class _Reply:
         self.endpoint.send_response(response, self.source)
 
 
+def _route_of(tx: Transaction) -> tuple[str, str, int] | None:
+    """Where a server transaction of ours sends its responses (a retired one keeps
+    this instead of its `_Reply`), if over an unreliable transport."""
+    reply = tx.sender
+    if not isinstance(reply, _Reply) or reply.source.transport in RELIABLE:
+        return None
+    source = reply.source
+    return (source.transport, source.host, source.port)
+
+
 class SipStack:
     """Transactions and transport for one role; the endpoint's `MessageHandler`."""
 
@@ -146,6 +158,10 @@ class SipStack:
         #: Replaceable by another `Endpoint` before `start` (tests simulate a network).
         self.endpoint: Endpoint = SipEndpoint(reactor, self, **endpoint)
         self._server_tu = _ServerTU(role)
+        # Answered non-INVITE server transactions over UDP retire into the table
+        # (TransactionTable.retire); it resends their bytes through us.
+        self.table.resend = self._resend_retired
+        self.table.route_of = _route_of
 
     def start(self) -> None:
         self.endpoint.start()
@@ -169,6 +185,8 @@ class SipStack:
         if server_tx is not None:
             server_tx.receive_request(request)  # a retransmission, or ACK for a non-2xx
             return
+        if self.table.absorb(request):
+            return  # a retransmission a retired transaction answered again
         if request.method == "ACK":
             if (request.to.tag or "").startswith(SHED_TAG_PREFIX):
                 return  # the ACK for one of our stateless 503s
@@ -211,6 +229,11 @@ class SipStack:
         )
         self.table.add(tx)
         return tx
+
+    def _resend_retired(self, data: bytes, transport: str, host: str, port: int) -> None:
+        response = parse(data)
+        assert isinstance(response, Response)
+        self.endpoint.send_response(SentResponse(response, data), Address(transport, host, port))
 
     def _cancel(self, cancel: Request, tx: ServerTransaction, source: Address) -> None:
         """§9.2: answer the CANCEL itself; the role cancels the INVITE it matched."""

@@ -10,6 +10,7 @@ from proxy.core import ProxyRole
 from registrar.location import Binding
 from sipcore.digest import Challenge, answer_challenge
 from sipcore.message import make_response
+from sipcore.transaction import State
 from sipcore.twisted.transport import Address
 from tests.proxy.fakes import FakeServerTx, FakeStack, invite, request
 
@@ -233,3 +234,20 @@ def test_forged_in_dialog_request_is_not_relayed(clock, tmp_path, route, caller,
 def test_without_users_record_route_is_unsigned(clock):
     role = make_role(clock)
     assert role.me.record_route("UDP", "call-1") == "<sip:127.0.0.1:5060;lr>"
+
+
+def test_forked_non_invite_answers_once_even_after_its_transaction_ended(clock):
+    # An answered non-INVITE server transaction ends early when the stack's table
+    # absorbs its retransmissions (TransactionTable.retire); a late 2xx from another
+    # branch must not then go upstream statelessly as a second final (§16.7 step 5).
+    role = make_role(clock)
+    register(role, port=5080)
+    register(role, port=5081)
+    tx = deliver(role, invite(method="MESSAGE"))
+    first, second = role.stack.sent("MESSAGE")
+    first.tu.response_received(first, make_response(first.request, 200, to_tag="a"))
+    assert tx.statuses == [200]
+    tx.state = State.TERMINATED
+    role.server_tx_ended(tx, "terminated")
+    second.tu.response_received(second, make_response(second.request, 200, to_tag="b"))
+    assert tx.statuses == [200] and role.stack.stateless == []

@@ -245,3 +245,137 @@ def test_a_failing_tu_does_not_hold_up_the_others() -> None:
     clock.advance(J)
     assert bad.state is State.TERMINATED and good.state is State.TERMINATED
     assert good_tu.names() == ["terminated"]
+
+
+# -- retired transactions: the table absorbs retransmissions itself -------------------
+
+
+class _Owner:
+    """The hooks a table's owner (SipStack) sets so transactions can retire."""
+
+    def __init__(self, table: TransactionTable, route: tuple[str, str, int] | None) -> None:
+        self.route = route
+        self.resent: list[tuple[bytes, str, str, int]] = []
+        table.resend = self.resend
+        table.route_of = self.route_of
+
+    def resend(self, data: bytes, transport: str, host: str, port: int) -> None:
+        self.resent.append((data, transport, host, port))
+
+    def route_of(self, tx: Any) -> tuple[str, str, int] | None:
+        return self.route
+
+
+def test_an_answered_non_invite_retires_into_the_table_until_timer_j() -> None:
+    tx, wire, tu, clock, req = server_tx()
+    table = TransactionTable()
+    owner = _Owner(table, ("UDP", "192.0.2.7", 5070))
+    table.add(tx)
+    ok = response(req, 200, to_tag="t1")
+    tx.send_response(ok)
+    [first] = wire.take()
+    # The transaction itself is done and told its TU so; the table absorbs from now on.
+    assert tx.state is State.TERMINATED and tu.names() == ["terminated"]
+    assert (len(table), table.lingering, table.live, table.retired) == (1, 1, 0, 1)
+    assert table.match_server(req) is None
+    assert table.absorb(req) and table.absorb(req)
+    assert owner.resent == [(first.serialise(), "UDP", "192.0.2.7", 5070)] * 2
+    assert first.serialise() == ok.serialise()
+    # Another request (another branch) is not absorbed.
+    assert not table.absorb(request("REGISTER", branch="z9hG4bKother"))
+    clock.advance(J - 0.5)
+    assert table.absorb(req)
+    clock.advance(0.5)
+    assert (len(table), table.lingering, table.retired) == (0, 0, 0)
+    assert not table.absorb(req)
+    assert len(owner.resent) == 3
+
+
+def test_without_a_route_or_with_an_observer_a_transaction_lingers_itself() -> None:
+    no_route, _, _, _, req1 = server_tx(n=1)
+    observed, _, _, _, req2 = server_tx(n=2)
+    table = TransactionTable()
+    _Owner(table, None)
+    table.add(no_route)
+    no_route.send_response(response(req1, 200, to_tag="t"))
+    assert no_route.state is State.COMPLETED and table.match_server(req1) is no_route
+    table.route_of = lambda tx: ("UDP", "192.0.2.7", 5070)
+    table.add(observed)
+    seen: list[Any] = []
+    observed.add_terminated_observer(seen.append)  # someone waits for the real end
+    observed.send_response(response(req2, 200, to_tag="t"))
+    assert observed.state is State.COMPLETED and seen == []
+    assert (table.lingering, table.retired) == (2, 0)
+
+
+def test_invite_server_transactions_do_not_retire() -> None:
+    tx, _, _, _, req = server_tx("INVITE")
+    table = TransactionTable()
+    _Owner(table, ("UDP", "192.0.2.7", 5070))
+    table.add(tx)
+    tx.send_response(response(req, 486, to_tag="t"))
+    assert tx.state is State.COMPLETED and table.retired == 0  # waits for its ACK
+
+
+def test_retired_entries_are_invisible_to_the_garbage_collector() -> None:
+    clock = Clock()
+    table = TransactionTable()
+    _Owner(table, ("UDP", "192.0.2.7", 5070))
+    for n in range(200):
+        tx, _, _, _, req = server_tx(n=n, clock=clock)
+        table.add(tx)
+        tx.send_response(response(req, 200, to_tag="t"))
+    del tx, req
+    gc.collect()
+    assert table.retired == 200
+    # What a collection pass has to visit: nothing per entry but the dicts' slots.
+    entries = list(table._retired.items())
+    assert not any(gc.is_tracked(key) or gc.is_tracked(entry) for key, entry in entries)
+
+
+class _RawPort:
+    """A UDP socket that keeps the bytes written to it."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.written.append((data, addr))
+
+
+class _CountingRole(_AnsweringRole):
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def request_received(self, request: Request, tx: Any, source: Address) -> None:
+        self.requests += 1
+        super().request_received(request, tx, source)
+
+
+def test_the_stack_resends_the_same_bytes_to_a_retransmission_over_udp() -> None:
+    clock = Clock()
+    role = _CountingRole()
+    stack = SipStack(clock, role, log_messages=False)
+    port = stack.endpoint.udp = _RawPort()  # type: ignore[attr-defined]
+    source = Address("UDP", "192.0.2.9", 5062)
+    options = request("OPTIONS", branch="z9hG4bKretx")
+    stack.message_received(options, source)
+    assert stack.table.retired == 1 and role.requests == 1
+    stack.message_received(request("OPTIONS", branch="z9hG4bKretx"), source)
+    assert role.requests == 1  # absorbed, not a new request
+    first, again = port.written
+    assert first == again  # the same bytes to the same address (§18.2.2 by the Via)
+    clock.advance(J)
+    assert stack.table.retired == 0 and len(stack.table) == 0
+    stack.message_received(request("OPTIONS", branch="z9hG4bKretx"), source)
+    assert role.requests == 2  # after Timer J the same branch is a new transaction
+
+
+def test_the_stack_does_not_retire_over_tcp() -> None:
+    clock = Clock()
+    stack = SipStack(clock, _AnsweringRole(), log_messages=False)
+    responses_on_the_wire(stack)
+    stack.message_received(request("OPTIONS", branch="z9hG4bKtcp"),
+                           Address("TCP", "192.0.2.9", 40000))
+    # Timer J is zero over a reliable transport (§17.2.2): nothing lingers at all.
+    assert (len(stack.table), stack.table.retired) == (0, 0)
