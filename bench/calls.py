@@ -97,7 +97,7 @@ def main() -> int:
             return [
                 sipplib.sipp_command(
                     f"{host}:{port}", "bench_uac_call.xml", max(1, rate // args.sipp),
-                    max(1, calls // args.sipp), args.seconds,
+                    max(1, calls // args.sipp), max(args.seconds, calls / rate),
                     ["-s", "bob", "-key", "domain", args.domain, "-key", "from", "alice",
                      "-key", "fromdomain", args.domain, "-recv_timeout", "3000"])
                 for _ in range(args.sipp)
@@ -106,14 +106,14 @@ def main() -> int:
         pids = server.pids if server else (
             sipplib.process_tree(args.target_pid) if args.target_pid else None)
 
-        def step(rate: int) -> sipplib.Step:
-            result = sipplib.run_step(rate, args.seconds, commands, workdir, pids,
-                                      (host, port))
+        def step(rate: int, seconds: float = args.seconds) -> sipplib.Step:
+            result = sipplib.run_step(rate, seconds, commands, workdir, pids, (host, port))
             time.sleep(0.5)  # let the last BYEs finish before the next step
             return result
 
         best = sipplib.ramp(label, start, maximum, args.seconds, bisect, step,
                             max_steps=max_steps, budget=budget)
+        held = sipplib.hold(best, args.hold, step)
         if server:
             pids = server.pids
         rss = sipplib.rss_mib(pids) if pids else None
@@ -122,7 +122,7 @@ def main() -> int:
                             rate=best.rate if best else 0,
                             done=f"{best.completed_rate:.0f}" if best else 0,
                             cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
-                            rss=sipplib.fmt(rss, 0))
+                            rss=sipplib.fmt(rss, 0), **sipplib.held_fields(held, args.hold))
         return 0
     finally:
         if callee is not None:

@@ -61,18 +61,18 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
                 extra = ["-inf", str(csvs[i])]
                 scenario = "register_bench.xml"
             argvs.append(sipplib.sipp_command(
-                target, scenario, share_rate, share_calls, args.seconds,
+                target, scenario, share_rate, share_calls, max(args.seconds, calls / rate),
                 [*extra, "-key", "domain", args.domain]))
         return argvs
 
     pids = server.pids if server else target_pids(args)
 
-    def step(rate: int) -> sipplib.Step:
-        return sipplib.run_step(rate, args.seconds, commands, workdir, pids,
-                                (host, int(port)))
+    def step(rate: int, seconds: float = args.seconds) -> sipplib.Step:
+        return sipplib.run_step(rate, seconds, commands, workdir, pids, (host, int(port)))
 
     best = sipplib.ramp(label, args.start, args.max_rate, args.seconds, args.bisect, step,
                         max_steps=args.max_steps, budget=args.budget)
+    held = sipplib.hold(best, args.hold, step)
     pids_after = server.pids if server else target_pids(args)
     rss = sipplib.rss_mib(pids_after) if pids_after else None
     print(sipplib.summary(label, best, rss, "REGISTER"), flush=True)
@@ -81,7 +81,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
                         rate=best.rate if best else 0,
                         done=f"{best.completed_rate:.0f}" if best else 0,
                         cpu=sipplib.fmt(best.cpu_percent if best else None, 0),
-                        rss=sipplib.fmt(rss, 0))
+                        rss=sipplib.fmt(rss, 0), **sipplib.held_fields(held, args.hold))
     return best
 
 

@@ -413,6 +413,36 @@ def ramp(
     return best
 
 
+def hold(best: Step | None, seconds: float, measure: Callable[[int, float], Step],
+         tries: int = 3) -> Step | None:
+    """Run the ramp's best rate again for `seconds`, stepping down 15% on a failure.
+
+    Ramp steps are a few seconds; a step longer than Timer J (32 s) also lets what a
+    server keeps per request pile up to its steady state, as it does in production
+    (lingering transactions, their memory, the collector's passes over them)."""
+    if best is None or seconds <= 0:
+        return None
+    print(f"-- held for {seconds:g} s (past Timer J: per-request state at steady size)")
+    rate = best.rate
+    for _ in range(tries):
+        step = measure(rate, seconds)
+        print(step.row(), flush=True)
+        if step.passed:
+            return step
+        rate = int(rate * 0.85)
+        time.sleep(0.5)
+    return None
+
+
+def held_fields(held: Step | None, asked: float) -> dict[str, object]:
+    """The RESULT fields of a hold (empty when none was asked for)."""
+    if asked <= 0:
+        return {}
+    return {"held": held.rate if held else 0,
+            "held_done": f"{held.completed_rate:.0f}" if held else 0,
+            "held_cpu": fmt(held.cpu_percent if held else None, 0)}
+
+
 def summary(label: str, best: Step | None, rss: float | None, unit: str) -> str:
     if best is None:
         return f"{label}: no rate passed (< 1% failed, >= 95% completed at >= 90% of the rate)"
@@ -449,3 +479,5 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_default: str) -
     parser.add_argument("--sipp", type=int, default=1, help="sipp processes sharing the load")
     parser.add_argument("--workers", type=int, default=1, help="sipproxy --workers N")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="then hold the best rate this long (e.g. 40: past Timer J)")
