@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
 
 
-def run_quick(script: str) -> str:
+def run_quick(script: str, *args: str) -> str:
     env = dict(os.environ, SIPCALLING_BENCH_QUICK="1")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script)], env=env,
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], env=env,
                           capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -47,14 +47,16 @@ def test_memory_quick() -> None:
 
 def test_register_quick() -> None:
     sipp_binary()
-    out = run_quick("register.py")
-    assert re.search(r"RESULT bench=register config=\S+ rate=\d+", out), out
+    out = run_quick("register.py", "--hold", "1")
+    assert re.search(r"RESULT bench=register config=\S+ rate=\d+ .*held=\d+ held_done=\d+",
+                     out), out
 
 
 def test_calls_quick() -> None:
     sipp_binary()
-    out = run_quick("calls.py")
-    assert re.search(r"RESULT bench=calls config=\S+ rate=\d+", out), out
+    out = run_quick("calls.py", "--hold", "1")
+    assert re.search(r"RESULT bench=calls config=\S+ rate=\d+ .*held=\d+ held_done=\d+",
+                     out), out
 
 
 def register_request(port: int, local_port: int, n: int) -> bytes:
