@@ -422,7 +422,8 @@ def hold(best: Step | None, seconds: float, measure: Callable[[int, float], Step
     (lingering transactions, their memory, the collector's passes over them)."""
     if best is None or seconds <= 0:
         return None
-    print(f"-- held for {seconds:g} s (past Timer J: per-request state at steady size)")
+    print(f"-- held for {seconds:g} s (Timer J is 32 s: past it, per-request state is at "
+          "its steady size)")
     rate = best.rate
     for _ in range(tries):
         step = measure(rate, seconds)
