@@ -172,3 +172,17 @@ def test_add_checks_names_and_values_once_known() -> None:
         headers.add("X-Known", "a\r\nb")
     with pytest.raises(ValueError, match="invalid header name"):
         headers.add("Bad Name", "1")
+
+
+def test_uri_cache_keeps_texts_in_use_across_a_turnover() -> None:
+    cache = uri_module._SnapshotCache(2)
+    cache.put("a", ("A",))
+    cache.put("b", ("B",))
+    cache.put("c", ("C",))  # recent was full: {a, b} become the older generation
+    assert cache.get("a") == ("A",)  # found in the older one, moved to the recent one
+    cache.put("d", ("D",))  # recent {c, a} full: it becomes the older one, b is gone
+    assert cache.get("b") is None
+    assert [cache.get(t) for t in "acd"] == [("A",), ("C",), ("D",)]
+    assert len(cache) <= 4
+    cache.clear()
+    assert len(cache) == 0 and cache.get("a") is None
