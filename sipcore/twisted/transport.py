@@ -275,6 +275,7 @@ class SipEndpoint:
                     self.port, _Datagram(self), interface=self.interface
                 )
                 _grow_buffers(self.udp)
+            _Bursts(self.udp)
             self.port = self.udp.getHost().port  # type: ignore[attr-defined]
             self.listeners.append(self.udp)
             if self.send_port is not None:
@@ -282,6 +283,7 @@ class SipEndpoint:
                     self.send_port, _Datagram(self), interface=self.interface
                 )
                 _grow_buffers(self.udp_send)
+                _Bursts(self.udp_send)
                 self.send_port = self.udp_send.getHost().port  # type: ignore[attr-defined]
                 self.listeners.append(self.udp_send)
         if "TCP" in self.transports:
@@ -469,6 +471,61 @@ class SipEndpoint:
 #: Socket buffers asked for (the kernel caps them at net.core.[rw]mem_max): a burst
 #: of datagrams waits in the kernel instead of being dropped while a callback runs.
 UDP_BUFFER = 4 * 1024 * 1024
+
+
+#: Most datagrams held back during one read burst (see _Bursts): at ~40 µs of work per
+#: request this delays a response by at most about 1 ms.
+BURST = 24
+
+
+class _Bursts:
+    """Sends what the handlers of one read burst send together, after it.
+
+    Twisted's UDP port reads every datagram waiting on the socket in one ``doRead``
+    call. While it does, what our handlers write to that port is held (up to
+    `BURST` datagrams) and written when the burst ends. Why: on loopback, and in VMs,
+    `sendto` runs the receiver's wake-up; a peer woken by the first datagram of a burst
+    is still awake for the rest. Measured (perf, one worker at 12,000 REGISTER/s): the
+    wake-ups were a fifth of the proxy's CPU. Outside a burst (timers, other
+    transports), writes go out at once.
+    """
+
+    __slots__ = ("read", "write", "held")
+
+    def __init__(self, port: Any) -> None:
+        self.read: Callable[[], Any] = port.doRead
+        self.write: Callable[[bytes, tuple[str, int]], Any] = port.write
+        self.held: list[tuple[bytes, tuple[str, int]]] | None = None
+        # The reactor calls port.doRead() and we call port.write(): both go through here.
+        port.doRead = self.do_read
+        port.write = self.send
+
+    def do_read(self) -> Any:
+        self.held = []
+        try:
+            return self.read()
+        finally:
+            held, self.held = self.held, None
+            self.flush(held)
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        held = self.held
+        if held is None:
+            self.write(data, addr)
+            return
+        held.append((data, addr))
+        if len(held) >= BURST:
+            self.held = []
+            self.flush(held)
+
+    def flush(self, held: list[tuple[bytes, tuple[str, int]]] | None) -> None:
+        for data, addr in held or ():
+            try:
+                self.write(data, addr)
+            except (OSError, ValueError) as err:
+                # As _send_udp would have logged it, had the write not been held.
+                log.warn("UDP send to {host}:{port} failed: {err}", host=addr[0],
+                         port=addr[1], err=err)
 
 
 def _grow_buffers(port: object) -> None:
