@@ -113,7 +113,7 @@ def main() -> int:
 
         best = sipplib.ramp(label, start, maximum, args.seconds, bisect, step,
                             max_steps=max_steps, budget=budget)
-        held = sipplib.hold(best, args.hold, step)
+        held = sipplib.hold(best, args.hold, step, drain=0.0 if quick else sipplib.DRAIN)
         if server:
             pids = server.pids
         rss = sipplib.rss_mib(pids) if pids else None

@@ -25,9 +25,10 @@ say so; nothing else changes.
     python bench/compare.py [--quick] [--seconds 5] [--hold 40] [--children 4,2]
                             [--only register] [--no-twisted]
 
-After each ramp the best rate is held for --hold seconds (stepping down 15% if it
-fails): ramp steps are a few seconds, shorter than Timer J (32 s), so only a hold shows
-a server with its per-request state (lingering transactions) at steady size.
+After each ramp the best rate is held for --hold seconds (after 33 s for the ramp's
+overload to drain; stepping down 10% if it fails): ramp steps are a few seconds,
+shorter than Timer J (32 s), so only a hold shows a server with its per-request state
+(lingering transactions) at steady size.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
 
     best = sipplib.ramp(label, args.start, args.max_rate, args.seconds, args.bisect, step,
                         max_steps=args.max_steps, budget=args.budget)
-    held = sipplib.hold(best, args.hold, step)
+    held = sipplib.hold(best, args.hold, step, drain=0.0 if args.quick else sipplib.DRAIN)
     pids_after = server.pids if server else target_pids(args)
     rss = sipplib.rss_mib(pids_after) if pids_after else None
     print(sipplib.summary(label, best, rss, "REGISTER"), flush=True)

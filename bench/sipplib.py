@@ -413,25 +413,32 @@ def ramp(
     return best
 
 
+#: Seconds a hold waits first: 64 x T1, when the transactions of the ramp's overloaded
+#: steps (Timers B, F, H, J, L) have ended in any RFC 3261 server.
+DRAIN = 33.0
+
+
 def hold(best: Step | None, seconds: float, measure: Callable[[int, float], Step],
-         tries: int = 3) -> Step | None:
-    """Run the ramp's best rate again for `seconds`, stepping down 15% on a failure.
+         tries: int = 3, drain: float = DRAIN) -> Step | None:
+    """Run the ramp's best rate again for `seconds`, stepping down 10% on a failure.
 
     Ramp steps are a few seconds; a step longer than Timer J (32 s) also lets what a
     server keeps per request pile up to its steady state, as it does in production
-    (lingering transactions, their memory, the collector's passes over them)."""
+    (lingering transactions, their memory, the collector's passes over them). Each
+    try first waits `drain` seconds, so that it does not measure the recovery from the
+    ramp's (or the previous try's) overload."""
     if best is None or seconds <= 0:
         return None
     print(f"-- held for {seconds:g} s (Timer J is 32 s: past it, per-request state is at "
-          "its steady size)")
+          f"its steady size), each try after {drain:g} s for the last overload to drain")
     rate = best.rate
     for _ in range(tries):
+        time.sleep(drain)
         step = measure(rate, seconds)
         print(step.row(), flush=True)
         if step.passed:
             return step
-        rate = int(rate * 0.85)
-        time.sleep(0.5)
+        rate = int(rate * 0.9)
     return None
 
 
