@@ -35,7 +35,8 @@ bench: sysdeps-test $(BIN)/.installed compiled
 	-$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python bench/run_all.py
 
-# Our proxy (1 and 2 workers) and Kamailio through the same sipp ramps, one table (~15 min).
+# Our proxy (1 and 2 workers), Twisted's registrar and Kamailio through the same sipp ramps,
+# each best rate then held 40 s, one table (~40 min).
 compare: sysdeps-test $(BIN)/.installed compiled
 	@$(PYTHON) deploy/sysdeps.py --required kamailio
 	$(BIN)/python bench/compare.py
