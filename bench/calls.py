@@ -18,8 +18,6 @@ OPTIONS probe's p50/p99, the proxy's CPU% and its RSS.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,13 +40,7 @@ def start_callee(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    sipplib.stop_process(proc, grace=10.0)
 
 
 def main() -> int:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,17 +52,6 @@ SCRIPT_CEILING = 600  # seconds per ramp script (ramp + hold); each is bounded b
 TWISTED_ROW = "twisted.protocols.sip (stateless)"
 TWISTED_CALLS = "n/a (cannot route calls)"
 DOMAIN = "a.lab"  # bench/register.py's default --domain
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process we started (by its PID), SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def kamailio_binary() -> str | None:
@@ -98,7 +86,7 @@ class Kamailio:
         raise RuntimeError(f"kamailio did not start:\n{self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        stop_process(self.proc)  # the main process stops its children
+        sipplib.stop_process(self.proc)  # the main process stops its children
         self.log.close()
 
 
@@ -127,7 +115,7 @@ class TwistedRegistrar:
             f"twisted_registrar.py did not start:\n{self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        sipplib.stop_process(self.proc)
         self.log.close()
 
 

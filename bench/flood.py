@@ -8,9 +8,7 @@ Prints a table; asserts nothing. Usage: .venv/bin/python bench/flood.py [--packe
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import sipplib  # noqa: E402
 from tests.interop.conftest import TWISTD, free_port, sip_ping  # noqa: E402
 
 
@@ -104,13 +103,7 @@ def run_proxy(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    sipplib.stop_process(proc, grace=10.0)
 
 
 def fuzz_figures(runs: int, workdir: Path) -> tuple[str, str, str]:

@@ -175,14 +175,19 @@ class Server:
         return process_tree(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.log.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM a process we started (by its PID), SIGKILL it if it outlives `grace` s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 # -- sub-millisecond latency probe ----------------------------------------------------
