@@ -12,6 +12,7 @@ every extension module and the record.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -66,12 +67,17 @@ def build() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if "--clean" in argv:
-        clean()
-        return 0
-    if "--if-stale" in argv and accel.status(honour_env=False) == "compiled":
-        return 0
-    return build()
+    # One build at a time: two at once (two shells, or `make compiled` during a test
+    # run's) would delete and write the same extension modules and build/ files.
+    accel.MANIFEST.parent.mkdir(exist_ok=True)
+    with open(accel.MANIFEST.parent / ".compile.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if "--clean" in argv:
+            clean()
+            return 0
+        if "--if-stale" in argv and accel.status(honour_env=False) == "compiled":
+            return 0
+        return build()
 
 
 if __name__ == "__main__":
