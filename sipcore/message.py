@@ -151,7 +151,7 @@ _MIN_LIST_LIMIT = min(_LIST_LIMITS.values())
 
 # Header key -> the entries of `Headers._cache` computed from it (see Message).
 _CACHE_DEPS: dict[str, tuple[str, ...]] = {
-    "via": ("vias", "top_via"),
+    "via": ("vias", "top_via", "server_key"),
     "contact": ("contacts",),
 }
 

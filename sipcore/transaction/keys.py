@@ -89,10 +89,21 @@ def server_key(request: Request) -> Key:
     For an ACK carrying an RFC 3261 branch this is the key of the INVITE it acknowledges.
     An RFC 2543 ACK needs :func:`ack_key_2543` instead.
     """
-    via = request.top_via
     method = "INVITE" if request.method == "ACK" else request.method
+    # A new request is looked up (match_server), then among retired transactions
+    # (TransactionTable.absorb), then filed by its transaction: computed once. Kept in
+    # the headers' cache under "via" (message._CACHE_DEPS), so a Via edit drops it.
+    cache = request.headers._cache
+    key: Key | None = cache.get("server_key")
+    if key is not None and key[4] == method:
+        return key
+    via = request.top_via
     if is_rfc3261_branch(via.branch):
-        return ("3261", via.branch, *_sent_by(via), method)
+        host, port = _sent_by(via)
+        key = ("3261", via.branch, host, port, method)
+        cache["server_key"] = key
+        return key
+    # RFC 2543 keys include the Request-URI, which is not in the headers: not cached.
     return _key_2543(request, method)
 
 

@@ -186,3 +186,38 @@ def test_uri_cache_keeps_texts_in_use_across_a_turnover() -> None:
     assert len(cache) <= 4
     cache.clear()
     assert len(cache) == 0 and cache.get("a") is None
+
+
+def test_server_key_is_computed_once_and_follows_via_changes() -> None:
+    from sipcore.headers import Via
+    from sipcore.transaction.keys import server_key
+
+    request = parse(register())
+    assert isinstance(request, Request)
+    key = server_key(request)
+    assert key == ("3261", "z9hG4bKr1", "127.0.0.1", 5070, "REGISTER")
+    assert server_key(request) is key  # match_server, absorb and the tx share it
+    # A Via written back (received/rport stamped) keeps branch and sent-by: same key.
+    via = request.top_via
+    via.params["received"] = "192.0.2.1"
+    request.set_top_via(via)
+    assert server_key(request) == key
+    # Another branch written over the top Via is another transaction.
+    request.headers.replace_first("Via", str(Via.parse(
+        "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKother")))
+    assert server_key(request)[1] == "z9hG4bKother"
+    # An ACK is filed under its INVITE's method, cached or not.
+    ack = parse(register("ACK sip:a.lab SIP/2.0").replace(b"1 REGISTER", b"1 ACK"))
+    assert isinstance(ack, Request)
+    assert server_key(ack)[4] == "INVITE" and server_key(ack)[4] == "INVITE"
+
+
+def test_rfc2543_server_keys_follow_the_request_uri() -> None:
+    from sipcore.transaction.keys import server_key
+
+    request = parse(register().replace(b"branch=z9hG4bKr1", b"branch=old1"))
+    assert isinstance(request, Request)
+    before = server_key(request)
+    assert before[0] == "2543"
+    request.uri = parse_uri("sip:elsewhere.example")
+    assert server_key(request) != before
