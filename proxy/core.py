@@ -290,7 +290,7 @@ class ProxyRole(BaseRole):
             self._note_aor(normalise_aor(str(request.to.uri)))
         except ValueError:
             pass
-        self.registrar.handle(request, tx, source)
+        self.registrar.answer(request, tx, source)
 
     def _note_aor(self, aor: str) -> None:
         """Remember an AOR that registered (here or, replicated, on another worker)."""

@@ -233,6 +233,15 @@ class Registrar:
 
     def handle(self, request: Request, tx: ResponseSink, source: Address) -> defer.Deferred:
         """Process one REGISTER; fires (with None) once the final response is sent."""
+        d = self.answer(request, tx, source)
+        return defer.succeed(None) if d is None else d
+
+    def answer(
+        self, request: Request, tx: ResponseSink, source: Address
+    ) -> defer.Deferred | None:
+        """`handle` for callers that need no Deferred on the usual path: None when the
+        store answered at once and the 200 is sent; otherwise a Deferred that fires once
+        the final response is sent (fired already for an error found at once)."""
         to_tag = new_tag()
         sent = False
         reply: _Reply | None = None
@@ -245,7 +254,7 @@ class Registrar:
                 response = self._ok(request, bindings, to_tag, plan.path)
                 sent = True
                 tx.send_response(response)
-                return defer.succeed(None)
+                return None
             reply = _Reply(self, request, tx, to_tag)
             d = self._apply(plan)
             d.addCallback(reply.ok)

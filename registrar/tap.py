@@ -37,7 +37,7 @@ class RegistrarRole(BaseRole):
 
     def request_received(self, request: Request, tx: ServerTransaction, source: Address) -> None:
         if request.method == "REGISTER":
-            self.registrar.handle(request, tx, source)
+            self.registrar.answer(request, tx, source)
         elif request.method == "OPTIONS":
             super().request_received(request, tx, source)
         else:

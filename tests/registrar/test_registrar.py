@@ -471,3 +471,33 @@ def test_digest_uri_may_name_the_registrar_but_not_a_user(auth_registrar):
     assert send(auth_registrar, register(f"Authorization: {credentials}", cseq=2)).status == 200
     credentials = answer_challenge(challenge, "REGISTER", "sip:bob@a.lab", "alice", "secret", nc=2)
     assert send(auth_registrar, register(f"Authorization: {credentials}", cseq=3)).status == 401
+
+
+def test_answer_needs_no_deferred_when_the_store_answers_at_once(registrar, clock):
+    tx = FakeTx()
+    assert registrar.answer(register(), tx, SOURCE) is None  # memory: answered already
+    assert tx.final.status == 200
+    bad = FakeTx()
+    d = registrar.answer(register(uri="sip:c.lab"), bad, SOURCE)
+    assert d is not None and d.called and bad.final.status == 404
+
+
+def test_answer_returns_a_deferred_for_a_store_that_only_answers_later(clock):
+    class Later:
+        """A store with no synchronous forms (like sqlite: or redis:)."""
+
+        def __init__(self) -> None:
+            self.pending: list[defer.Deferred[Any]] = []
+
+        def update(self, aor: str, changes: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            self.pending.append(d)
+            return d
+
+    store = Later()
+    registrar = Registrar(["a.lab"], store, clock)  # type: ignore[arg-type]
+    tx = FakeTx()
+    d = registrar.answer(register(), tx, SOURCE)
+    assert d is not None and not d.called and tx.responses == []
+    store.pending[0].callback([])
+    assert d.called and tx.final.status == 200
