@@ -14,8 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 # In the order a reader meets the layers: message, auth, store, media, then whole servers.
-ORDER = ["parse.py", "hotpath.py", "digest.py", "location.py", "media.py", "register.py",
-         "calls.py", "memory.py"]
+ORDER = ["parse.py", "hotpath.py", "digest.py", "location.py", "replication.py", "media.py",
+         "register.py", "calls.py", "memory.py"]
 HELPERS = ["run_all.py", "sipplib.py", "__init__.py", "rtp_session.py", "compare.py"]
 # compare.py (sipproxy vs Kamailio, ~15 min of ramps) runs only with --compare.
 CEILING = 600  # seconds per script (compare.py: 1,800, it runs eight ramps)

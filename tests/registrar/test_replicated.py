@@ -8,24 +8,36 @@ so every wait here is a bounded poll (`eventually`).
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import socket
+import string
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor, task
 
 from registrar.location import WILDCARD, Binding, LocationService, Removal, StaleCSeq
 from registrar.location.memory import MemoryLocationService
 from registrar.location.replicated import (
+    SYNC_PUT,
+    Malformed,
     ReplicatedLocationService,
+    _datagram,
+    del_all_op,
+    del_op,
     open_for_workers,
     parse_ops,
     put_op,
     socket_name,
+    sync_done_op,
+    sync_request_op,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -206,6 +218,22 @@ async def test_an_older_put_does_not_overwrite_a_newer_one(cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_put_of_the_same_cseq_replaces_and_a_higher_one_wins(cluster) -> None:
+    c = cluster(2)
+    a, b_ = await started(c, 0, 1)
+    b_.inner.put(b("sip:a@h", cseq=5, expires=60))
+    b_.inner.put(b("sip:b@h", call_id="other", cseq=9))
+    # The same Call-ID and CSeq (an administrative put): the later one is kept.
+    await a.put(b("sip:a@h", cseq=5, expires=120))
+    # Another Call-ID: no CSeq order between the two, the put wins.
+    await a.put(b("sip:b@h", call_id="new", cseq=1))
+    await eventually(lambda: b_.stats["applied"] == 2)
+    assert {(x.contact, x.call_id, x.cseq, x.expires_at) for x in b_.get_now(AOR)} == {
+        ("sip:a@h", "call-1", 5, T0 + 120), ("sip:b@h", "new", 1, T0 + 3600)}
+    assert b_.stats["stale"] == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_expiry_needs_no_message(cluster) -> None:
     c = cluster(2)
     a, b_ = await started(c, 0, 1)
@@ -304,7 +332,145 @@ def test_open_for_workers_wraps_only_memory_in_a_worker(tmp_path) -> None:
         replicated.close()
 
 
+# -- the wire format ---------------------------------------------------------------------
+
+FULL = b("sip:a@192.0.2.1;transport=tcp", expires=0.1 + 1 / 3, q=0.123456789,
+         call_id="x@h", cseq=2**40 + 7, path=("<sip:edge1;lr>", '<sip:"e\\2";lr>'),
+         instance_id='"<urn:uuid:1>"', reg_id=3, received="UDP 198.51.100.7:40000",
+         user_agent="Phone/1.0 (ünïcode \u2603 \U0001f600)")
+
+
+def test_a_put_round_trips_every_field() -> None:
+    # Every field distinct, so a swapped position cannot go unnoticed.
+    [(kind, got)] = parse_ops(_datagram([put_op(FULL)]))
+    assert kind == "put" and got == FULL
+    assert repr(got.expires_at) == repr(FULL.expires_at) and got.q == 0.123456789
+    assert got.path == FULL.path and isinstance(got.path, tuple)
+    assert json.loads(put_op(FULL)) == [
+        "p", AOR, FULL.contact, FULL.expires_at, FULL.q, "x@h", 2**40 + 7,
+        list(FULL.path), '"<urn:uuid:1>"', 3, "UDP 198.51.100.7:40000", FULL.user_agent]
+    bare = Binding(aor="tel:+15551234", contact="tel:+15551234", expires_at=T0)
+    [(kind, got)] = parse_ops(_datagram([put_op(bare, SYNC_PUT)]))
+    assert kind == "sync-put" and got == bare
+    assert got.path == () and got.instance_id is got.reg_id is got.received is None
+
+
+def test_the_other_ops_round_trip() -> None:
+    data = _datagram([
+        del_op(AOR, "sip:x@h", None, None), del_op(AOR, "sip:y@h", "<urn:x>", 0),
+        del_all_op("sip:bob@example.com"), sync_request_op(), sync_done_op(12)])
+    assert data.startswith(b"[2,") and put_op(FULL).isascii()
+    assert parse_ops(data) == [
+        ("del", AOR, "sip:x@h", None, None), ("del", AOR, "sip:y@h", "<urn:x>", 0),
+        ("del-all", "sip:bob@example.com"), ("sync-request",), ("sync-done", 12)]
+
+
+def test_an_unsendable_binding_is_refused_at_the_origin() -> None:
+    for field in ("expires_at", "q"):
+        for value in (math.inf, math.nan):
+            bad = Binding(aor=AOR, contact="sip:x@h", expires_at=T0)
+            object.__setattr__(bad, field, value)
+            with pytest.raises(ValueError, match="non-finite"):
+                put_op(bad)
+
+
+# Hypothesis: any binding survives the wire. AORs are kept to spellings that
+# normalise_aor leaves as they are (it unescapes %XX each time: "a%2541" → "a%41" → "aA").
+_aor_users = st.text(string.ascii_letters + string.digits + "-_.!~*'()+", min_size=1,
+                     max_size=12)
+_aors = st.one_of(
+    st.builds("sip:{}@{}.example.com".format, _aor_users, st.from_regex(r"[a-z0-9]{1,8}",
+                                                                         fullmatch=True)),
+    st.builds("sips:{}@example.org:5061".format, _aor_users),
+    st.from_regex(r"tel:\+[0-9]{3,12}", fullmatch=True),
+)
+_texts = st.text(max_size=40)
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+bindings = st.builds(
+    Binding, aor=_aors, contact=st.text(min_size=1, max_size=60), expires_at=_finite,
+    q=st.floats(0.0, 1.0), call_id=_texts, cseq=st.integers(-2**63, 2**63),
+    path=st.lists(_texts, max_size=3).map(tuple), instance_id=st.none() | _texts,
+    reg_id=st.none() | st.integers(-2**63, 2**63), received=st.none() | _texts,
+    user_agent=st.none() | _texts,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(bindings, min_size=1, max_size=4))
+def test_any_binding_round_trips(items: list[Binding]) -> None:
+    ops = parse_ops(_datagram([put_op(x) for x in items]))
+    assert ops == [("put", x) for x in items]
+    for (_, got), x in zip(ops, items):
+        assert repr(got.expires_at) == repr(x.expires_at) and repr(got.q) == repr(x.q)
+        assert type(got.path) is tuple
+
+
 # -- untrusted input, peers down ---------------------------------------------------------
+
+HALF = "sip:half@example.com"
+#: A valid op: every malformed datagram below carries it first, so that a partly
+#: applied datagram would show.
+GOOD = json.loads(put_op(b("sip:half@h", aor=HALF)))
+GOOD_BYTES = put_op(b("sip:half@h", aor=HALF))
+
+
+def _put_with(position: int, value: Any) -> list[Any]:
+    op = list(GOOD)
+    op[position] = value
+    return op
+
+
+#: Wrong values for each position of a put: a wrong JSON type, a bool where an int is
+#: due, out of range, an invalid AOR, an empty contact.
+BAD_PUT_VALUES: dict[int, list[Any]] = {
+    1: [1, None, True, [], {}, "nonsense", "sip:", "", "sip:x@"],
+    2: ["", 1, None, True, ["sip:x@h"]],
+    3: ["soon", True, False, None, [], {}],
+    4: [7, -0.5, 1.0000001, True, "1", None],
+    5: [None, 1, True, []],
+    6: [1.5, 1.0, True, False, "1", None, []],
+    7: ["<sip:e;lr>", [1], [None], [["<sip:e>"]], None, {}, [True]],
+    8: [1, True, [], {}],
+    9: ["1", 1.5, 1.0, True, False, []],
+    10: [1, True, []],
+    11: [1, False, {}],
+}
+BAD_OPS: list[Any] = [
+    _put_with(position, value)
+    for position, values in BAD_PUT_VALUES.items() for value in values
+] + [
+    GOOD[:-1], GOOD + [None], ["p"], ["sp"], ["sp", *GOOD[1:-1]],  # wrong arity
+    ["d", AOR, "sip:x@h", None], ["d", AOR, "sip:x@h", None, None, None],
+    ["d", AOR, "", None, None], ["d", AOR, 5, None, None], ["d", AOR, None, None, None],
+    ["d", "sip:", "sip:x@h", None, None], ["d", 1, "sip:x@h", None, None],
+    ["d", AOR, "sip:x@h", 1, None], ["d", AOR, "sip:x@h", "<urn:x>", True],
+    ["d", AOR, "sip:x@h", "<urn:x>", 1.0],
+    ["*"], ["*", AOR, AOR], ["*", "sip:"], ["*", "nonsense"], ["*", None], ["*", 1],
+    ["sr", 1], ["sd"], ["sd", "many"], ["sd", True], ["sd", 1.0], ["sd", None], ["sd", 1, 2],
+    ["x"], ["put", *GOOD[1:]], ["del-all", AOR], [7], [None], [True], [["p"]], [{}],  # unknown
+    [], {}, {"op": "put"}, "p", 7, None, True, 1.5,  # not an op array
+]
+#: Raw text json.dumps would not write: non-finite numbers, an integer too large to be
+#: a float.
+RAW_BAD_OPS: list[bytes] = [
+    b'["p","sip:x@example.com","sip:x@h",NaN,1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",Infinity,1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",-Infinity,1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",1e999,1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",-1e999,1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",1' + b"0" * 400
+    + b',1.0,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",1.0,NaN,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",1.0,1e999,"c",1,[],null,null,null,null]',
+    b'["p","sip:x@example.com","sip:x@h",1.0,1.0,"c",NaN,[],null,null,null,null]',
+    b'["sd",NaN]',
+    b'["sd",Infinity]',
+]
+
+
+def _with_good(op: Any) -> bytes:
+    return b"[2," + GOOD_BYTES + b"," + json.dumps(op, ensure_ascii=False).encode() + b"]"
+
 
 GARBAGE = [
     b"",
@@ -312,51 +478,94 @@ GARBAGE = [
     b"not json",
     b"[1, 2, 3]",
     b"{}",
-    b'{"v": 2, "ops": []}',
-    b'{"v": 1, "ops": []}',
-    b'{"v": 1, "ops": "put"}',
-    b'{"v": 1, "ops": [7]}',
-    b'{"v": 1, "ops": [{"op": "explode"}]}',
-    b'{"v": 1, "ops": [{"op": "put"}]}',
-    b'{"v": 1, "ops": [{"op": "put", "b": {"aor": 1}}]}',
-    b'{"v": 1, "ops": [{"op": "del", "aor": "sip:x@h", "contact": ""}]}',
-    b'{"v": 1, "ops": [{"op": "del-all", "aor": "sip:"}]}',
-    b'{"v": 1, "ops": [{"op": "sync-done", "n": "many"}]}',
+    b"[]",
+    b"[2]",  # no ops
+    b"null",
+    b'"[2]"',
     b"[" * 100_000,
-    # A good op followed by a bad one: nothing of the datagram is applied.
-    b'{"v":1,"ops":[' + put_op(b("sip:half@h")) + b',{"op":"del"}]}',
-]
-
-
-def _bad_binding(**changes: Any) -> bytes:
-    import json
-
-    from registrar.location.binding import binding_to_dict
-
-    d = binding_to_dict(b("sip:bad@h"))
-    d.update(changes)
-    return json.dumps({"v": 1, "ops": [{"op": "put", "b": d}]}).encode()
-
-
-GARBAGE += [
-    _bad_binding(q=7),
-    _bad_binding(q=True),
-    _bad_binding(expires_at="soon"),
-    _bad_binding(cseq=1.5),
-    _bad_binding(contact=""),
-    _bad_binding(path=[1]),
-    _bad_binding(aor="nonsense"),
-    _bad_binding(call_id=None),
-    _bad_binding(expires_at=1e999),  # "Infinity"
+    b"[2," + GOOD_BYTES,  # cut short
+    b"[" + GOOD_BYTES + b"]",  # no version
+    b"[1," + GOOD_BYTES + b"]",
+    b"[3," + GOOD_BYTES + b"]",
+    b"[2.0," + GOOD_BYTES + b"]",
+    b"[true," + GOOD_BYTES + b"]",
+    b'["2",' + GOOD_BYTES + b"]",
+    b"[NaN," + GOOD_BYTES + b"]",
+    b"[[2]," + GOOD_BYTES + b"]",
+    # Version 1 (the workers of one supervisor run the same code: it is not spoken).
+    b'{"v":1,"ops":[{"op":"del-all","aor":"sip:half@example.com"}]}',
+    b'{"v":2,"ops":[' + GOOD_BYTES + b"]}",
+    b"[2," + GOOD_BYTES + b"," + GOOD_BYTES + b"]x",  # trailing junk
+] + [_with_good(op) for op in BAD_OPS] + [
+    b"[2," + GOOD_BYTES + b"," + op + b"]" for op in RAW_BAD_OPS
 ]
 
 
 @pytest.mark.parametrize("data", GARBAGE, ids=range(len(GARBAGE)))
 def test_parse_ops_refuses_garbage(data: bytes) -> None:
-    from registrar.location.replicated import Malformed
-
     with pytest.raises(Malformed):
         parse_ops(data)
+
+
+def test_the_garbage_is_garbage_only_for_its_bad_op() -> None:
+    # The good op alone, and each wrapper without the bad op, parse: the tests above
+    # refuse what they mean to.
+    assert parse_ops(b"[2," + GOOD_BYTES + b"]") == [("put", b("sip:half@h", aor=HALF))]
+    assert parse_ops(b"[2," + GOOD_BYTES + b"," + json.dumps(GOOD).encode() + b"]")
+    template = b'["p","sip:x@example.com","sip:x@h",1.0,1.0,"c",1,[],null,null,null,null]'
+    assert parse_ops(b"[2," + template + b',["sd",1]]')[0][1].expires_at == 1.0
+
+
+#: Positions of a put and what each takes (JSON types; the bool check is separate).
+_PUT_TYPES: dict[int, tuple[type, ...]] = {
+    1: (str,), 2: (str,), 3: (int, float), 4: (int, float), 5: (str,), 6: (int,),
+    7: (list,), 8: (str, type(None)), 9: (int, type(None)), 10: (str, type(None)),
+    11: (str, type(None)),
+}
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+                                                          allow_infinity=False) | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bindings, st.integers(1, 11), _json_values)
+def test_a_put_with_a_value_of_the_wrong_type_is_refused(
+    x: Binding, position: int, value: Any,
+) -> None:
+    assume(isinstance(value, bool) or not isinstance(value, _PUT_TYPES[position]))
+    op = json.loads(put_op(x))
+    op[position] = value
+    with pytest.raises(Malformed):
+        parse_ops(b"[2," + GOOD_BYTES + b"," + json.dumps(op).encode() + b"]")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    _json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(_json_values, max_size=3).map(lambda ops: json.dumps([2, *ops]).encode()),
+    st.lists(st.sampled_from(["p", "sp", "d", "*", "sr", "sd"]).flatmap(
+        lambda code: st.lists(_json_values, max_size=12).map(lambda rest: [code, *rest])),
+        min_size=1, max_size=3).map(lambda ops: json.dumps([2, *ops]).encode()),
+    st.binary(max_size=200),
+))
+def test_parse_ops_either_refuses_or_gives_valid_ops(data: bytes) -> None:
+    # Whatever arrives: Malformed, or ops whose every value has the type it should.
+    try:
+        ops = parse_ops(data)
+    except Malformed:
+        return
+    assert ops
+    for op in ops:
+        if op[0] in ("put", "sync-put"):
+            assert isinstance(op[1], Binding) and op[1].contact
+            assert math.isfinite(op[1].expires_at) and 0.0 <= op[1].q <= 1.0
+        elif op[0] == "del":
+            assert all(type(v) is str for v in op[1:3]) and op[2]
+        else:
+            assert op[0] in ("del-all", "sync-request", "sync-done")
 
 
 @pytest_twisted.ensureDeferred
@@ -368,12 +577,13 @@ async def test_garbage_datagrams_are_dropped_and_the_store_keeps_working(cluster
         evil.bind(socket_name(c.group, 2))
         await send_all(evil, GARBAGE, a.name)
         await eventually(lambda: a.stats["malformed"] == len(GARBAGE))
+    assert a.get_now(HALF) == [] and a.stats["applied"] == 0  # not even the good op
     # Not a worker's name at all (unbound, or another group): ignored without parsing.
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as anon:
-        anon.sendto(b'{"v":1,"ops":[' + put_op(b("sip:intruder@h")) + b"]}", a.name)
+        anon.sendto(_datagram([put_op(b("sip:intruder@h"))]), a.name)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
         other.bind(socket_name(c.group + "x", 1))
-        other.sendto(b'{"v":1,"ops":[' + put_op(b("sip:intruder@h")) + b"]}", a.name)
+        other.sendto(_datagram([put_op(b("sip:intruder@h"))]), a.name)
     await eventually(lambda: a.stats["foreign"] == 2)
     assert a.get_now(AOR) == []
     # Still replicating both ways.
