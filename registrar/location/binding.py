@@ -8,13 +8,12 @@ and the write must run atomically inside Redis.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 __all__ = [
     "WILDCARD",
@@ -59,14 +58,34 @@ class StaleCSeq(LocationError):
         self.request_cseq = request_cseq
 
 
-@functools.lru_cache(maxsize=65536)
+#: RFC 3261 §25.1: what a user part may hold unescaped (unreserved, user-unreserved).
+_USER_SAFE = "-_.!~*'()&=+$,;?/"
+#: uri text -> its AOR, bounded (the texts come from the network). A dict rather than
+#: functools.lru_cache: the compiled callers reach it without a generic call.
+_AORS: dict[str, str] = {}
+_AORS_MAX = 65536
+
+
 def normalise_aor(uri: str) -> str:
     """Canonical address-of-record per RFC 3261 §10.3 step 5.
 
     URI parameters and headers and any password are dropped, the user part is
-    unescaped (it stays case-sensitive), scheme and host are lower-cased. A port is
-    kept: ``sip:a@example.com:5070`` is a different domain from the default one.
+    unescaped where §19.1.4 says escaping makes no difference (it stays
+    case-sensitive) and escaped where it must be, scheme and host are lower-cased. A
+    port is kept: ``sip:a@example.com:5070`` is a different domain from the default
+    one. Canonical means idempotent: an AOR normalises to itself, so a binding keeps
+    its key however often it is normalised again (a replicated peer, a Binding).
     """
+    aor = _AORS.get(uri)
+    if aor is None:
+        aor = _normalise_aor(uri)
+        if len(_AORS) >= _AORS_MAX:
+            _AORS.clear()
+        _AORS[uri] = aor
+    return aor
+
+
+def _normalise_aor(uri: str) -> str:
     text = uri.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -89,8 +108,17 @@ def normalise_aor(uri: str) -> str:
     host = hostpart.lower()
     if not at:
         return f"{scheme}:{host}"
-    user = unquote(user.split(":", 1)[0])  # drop any password
+    user = user.split(":", 1)[0]  # drop any password
+    if "%" in user or not user.isascii() or not _plain_user(user):
+        # %41 and A are the same user (§19.1.4); %25 stays escaped, or normalising
+        # the result again would read it as an escape.
+        user = quote(unquote(user), safe=_USER_SAFE)
     return f"{scheme}:{user}@{host}"
+
+
+def _plain_user(user: str) -> bool:
+    """Only characters a user part may hold unescaped (the usual case: no work)."""
+    return all(c.isalnum() or c in _USER_SAFE for c in user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 
 from registrar.location import (
@@ -639,10 +641,28 @@ async def test_redis_frees_dead_aors_with_ttl(redis_port: int) -> None:
         ("sip:alice;x=y@example.com:5070", "sip:alice;x=y@example.com:5070"),
         ("sips:alice@example.com", "sips:alice@example.com"),
         ("sip:example.com", "sip:example.com"),
+        # §19.1.4: escaped and unescaped are the same user, but a "%" stays escaped.
+        ("sip:a%2541@h", "sip:a%2541@h"),
+        ("sip:a%40b@h", "sip:a%40b@h"),
+        ("sip:a%2fb%3Bc@h", "sip:a/b;c@h"),
+        ("sip:%C3%A9t%C3%A9@h", "sip:%C3%A9t%C3%A9@h"),
+        ("sip:a%zz@h", "sip:a%25zz@h"),
     ],
 )
 def test_normalise_aor(given: str, canonical: str) -> None:
     assert normalise_aor(given) == canonical
+    assert normalise_aor(canonical) == canonical
+
+
+@given(st.text(min_size=1, max_size=20).filter(lambda u: "@" not in u and ":" not in u))
+def test_normalise_aor_is_idempotent(user: str) -> None:
+    # A replicated peer and Binding.__post_init__ normalise what was normalised
+    # already: the key must not move ("a%2541" once became "a%41", then "aA").
+    try:
+        aor = normalise_aor(f"sip:{user}@example.com")
+    except ValueError:
+        return
+    assert normalise_aor(aor) == aor
 
 
 @pytest.mark.parametrize("bad", ["", "alice", "sip:", "sip:alice@"])
