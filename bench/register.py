@@ -51,6 +51,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
 
     def commands(rate: int, calls: int, step_dir: Path) -> list[list[str]]:
         argvs = []
+        ports = sipplib.free_udp_ports(args.sipp)
         for i in range(args.sipp):
             share_rate = max(1, rate // args.sipp)
             share_calls = max(1, calls // args.sipp)
@@ -62,7 +63,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
                 scenario = "register_bench.xml"
             argvs.append(sipplib.sipp_command(
                 target, scenario, share_rate, share_calls, max(args.seconds, calls / rate),
-                [*extra, "-key", "domain", args.domain]))
+                [*extra, "-key", "domain", args.domain], port=ports[i]))
         return argvs
 
     pids = server.pids if server else target_pids(args)

@@ -79,6 +79,29 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def free_udp_ports(count: int) -> list[int]:
+    """`count` consecutive UDP ports free on 127.0.0.1: sipp processes on them reach
+    the workers of `sipproxy --workers N` evenly (each datagram goes to the worker at
+    `source port mod N`, sipcore.twisted.reuseport), not as a seeded hash falls."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return list(range(base, base + count))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free UDP ports")
+
+
 def options_request(host: str, port: int, local_port: int, n: int) -> bytes:
     return (
         f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
@@ -292,9 +315,10 @@ def sipp_binary() -> str | None:
 
 
 def sipp_command(target: str, scenario: str, rate: int, calls: int, seconds: float,
-                 extra: list[str]) -> list[str]:
+                 extra: list[str], port: int | None = None) -> list[str]:
     return [
-        sipp_binary() or "sipp", target, "-i", "127.0.0.1", "-p", str(free_port()),
+        sipp_binary() or "sipp", target, "-i", "127.0.0.1",
+        "-p", str(port if port is not None else free_port()),
         "-t", "u1", "-sf", str(SCENARIOS / scenario),
         "-r", str(rate), "-m", str(calls),
         # sipp's own limits, raised so that they are never what is measured.

@@ -78,7 +78,9 @@ class Options(ProxyOptions):
                 raise usage.UsageError("bad --worker-index/--worker-ports") from None
             self["worker-ports"] = ports
             # proxy.service passes these to the SipEndpoint (sipcore.twisted.transport).
-            self["endpoint-options"] = {"reuse_port": True, "send_port": send_port}
+            self["endpoint-options"] = {
+                "reuse_port": True, "send_port": send_port, "reuse_group": len(ports),
+            }
 
 
 def makeService(config: Options) -> service.IService:  # noqa: N802 - twistd's name

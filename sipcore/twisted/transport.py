@@ -23,6 +23,7 @@ from sipcore.headers import Via
 from sipcore.malformed import error_response_for
 from sipcore.message import Message, Request, Response, StreamParser, parse
 from sipcore.twisted.protection import Protection
+from sipcore.twisted.reuseport import spread_by_source_port
 
 log = Logger(namespace="sipcore.transport")
 
@@ -232,6 +233,7 @@ class SipEndpoint:
         protection: Protection | None = None,
         reuse_port: bool = False,
         send_port: int | None = None,
+        reuse_group: int = 0,
     ) -> None:
         self.reactor = reactor
         # `--workers N` (proxy.workers): N processes bind the same port with
@@ -239,6 +241,9 @@ class SipEndpoint:
         # responses come back to the process that holds the client transaction.
         self.reuse_port = reuse_port
         self.send_port = send_port
+        # How many workers share the UDP port: with 2 or more, each datagram goes to
+        # the socket at `source port mod N` (sipcore.twisted.reuseport).
+        self.reuse_group = reuse_group
         self.udp_send: Any = None
         self.clock: IReactorTime = reactor  # type: ignore[assignment]
         self.handler = handler
@@ -269,7 +274,9 @@ class SipEndpoint:
             self.protection.start()
         if "UDP" in self.transports:
             if self.reuse_port:
-                self.udp = _adopt_udp(reactor, self.interface, self.port, _Datagram(self))
+                self.udp = _adopt_udp(
+                    reactor, self.interface, self.port, _Datagram(self), self.reuse_group
+                )
             else:
                 self.udp = reactor.listenUDP(  # type: ignore[attr-defined]
                     self.port, _Datagram(self), interface=self.interface
@@ -554,12 +561,21 @@ def _reuse_socket(kind: int, interface: str, port: int) -> socket.socket:
     return sock
 
 
-def _adopt_udp(reactor: object, interface: str, port: int, proto: object) -> Any:
+def _adopt_udp(
+    reactor: object, interface: str, port: int, proto: object, group: int = 0
+) -> Any:
     """A UDP port shared with the other workers (SO_REUSEPORT): the kernel spreads
     datagrams over them by source address, so one client's retransmissions and its
-    CANCEL reach the worker holding its transaction."""
+    CANCEL reach the worker holding its transaction. With `group` (how many share it)
+    the spread is by source port, even over few flows (sipcore.twisted.reuseport)."""
     sock = _reuse_socket(socket.SOCK_DGRAM, interface, port)
     try:
+        if group > 1:
+            try:
+                spread_by_source_port(sock, group)
+            except OSError as err:
+                log.warn("UDP port {port}: spread over workers by the kernel's hash "
+                         "({err})", port=port, err=err)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)

@@ -58,10 +58,10 @@ def callees(tmp_path):
     started.stop_all()
 
 
-def query(port: int, user: str, n: int) -> str:
+def query(port: int, user: str, n: int, source_port: int = 0) -> str:
     """A REGISTER without Contact (a query, RFC 3261 §10.2.3) from a fresh port."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", source_port))
         s.settimeout(3)
         local = s.getsockname()[1]
         s.sendto((
@@ -260,3 +260,31 @@ def test_memory_killed_worker_gets_the_bindings_back(memory_proxy):
         assert f"127.0.0.1:{contact_port}" in answer, answer
     tail = memory_proxy.output()[start:]
     assert re.search(rf"\[worker {victim}\][^\n]*<- UDP [^\n]* REGISTER", tail), tail[-3000:]
+
+
+def test_memory_workers_are_picked_by_source_port(memory_proxy):
+    """sipcore.twisted.reuseport: the socket at `source port mod 2`, whatever the hash."""
+    base = free_port()
+    base -= base % 2
+    if base + 1 > 65535:
+        pytest.skip("no even/odd port pair")
+    seen: dict[int, set[str]] = {}
+    for port in (base, base + 1):
+        for n in range(3):
+            try:
+                answer = query(memory_proxy.port, "dave", n, source_port=port)
+            except OSError:
+                pytest.skip(f"source port {port} is taken")
+            assert answer.startswith("SIP/2.0 200"), answer
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for port in (base, base + 1):
+            seen[port] = set(re.findall(
+                rf"\[worker (\d+)\][^\n]*<- UDP 127\.0\.0\.1:{port} REGISTER",
+                memory_proxy.output()))
+        if all(seen.values()):
+            break
+        time.sleep(0.2)
+    # Each port's three queries reached one worker, and the two ports different ones.
+    assert all(len(workers) == 1 for workers in seen.values()), seen
+    assert seen[base] != seen[base + 1], seen
