@@ -51,7 +51,7 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
 
     def commands(rate: int, calls: int, step_dir: Path) -> list[list[str]]:
         argvs = []
-        ports = sipplib.free_udp_ports(args.sipp)
+        ports = sipplib.free_udp_ports(args.sipp, max(1, args.workers))
         for i in range(args.sipp):
             share_rate = max(1, rate // args.sipp)
             share_calls = max(1, calls // args.sipp)

@@ -79,27 +79,21 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def free_udp_ports(count: int) -> list[int]:
-    """`count` consecutive UDP ports free on 127.0.0.1: sipp processes on them reach
-    the workers of `sipproxy --workers N` evenly (each datagram goes to the worker at
-    `source port mod N`, sipcore.twisted.reuseport), not as a seeded hash falls."""
-    for _ in range(50):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return list(range(base, base + count))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
+def free_udp_ports(count: int, workers: int = 1) -> list[int]:
+    """`count` free UDP ports on 127.0.0.1 that `sipproxy --workers N` spreads evenly:
+    each datagram goes to the worker socket `socket_index(source port, N)`
+    (sipcore.twisted.reuseport), so sipp processes on these ports load each worker
+    alike instead of as the random ports happen to fall."""
+    from sipcore.twisted.reuseport import socket_index
+
+    ports: list[int] = []
+    for _ in range(64 * count):
+        if len(ports) == count:
+            return ports
+        port = free_port()
+        if port not in ports and socket_index(port, workers) == len(ports) % workers:
+            ports.append(port)
+    raise RuntimeError(f"no {count} free UDP ports spread over {workers} workers")
 
 
 def options_request(host: str, port: int, local_port: int, n: int) -> bytes:

@@ -7,7 +7,7 @@ same `twistd sipproxy` command line with `--worker-index I --worker-ports P1,..,
 instead of `--workers N`):
 
 - every worker binds the SIP port itself with SO_REUSEPORT (UDP and TCP); the kernel
-  spreads datagrams over them by source port (UDP: the worker socket at `port mod N`,
+  spreads datagrams over them by source port (UDP: a published hash of it,
   sipcore.twisted.reuseport) or address (TCP), so all of one client's requests
   (retransmissions, the CANCEL of its INVITE) reach the same worker, and a TCP
   connection stays with the worker that accepted it;

@@ -241,8 +241,8 @@ class SipEndpoint:
         # responses come back to the process that holds the client transaction.
         self.reuse_port = reuse_port
         self.send_port = send_port
-        # How many workers share the UDP port: with 2 or more, each datagram goes to
-        # the socket at `source port mod N` (sipcore.twisted.reuseport).
+        # How many workers share the UDP port: with 2 or more, a hash of each
+        # datagram's source port picks the socket (sipcore.twisted.reuseport).
         self.reuse_group = reuse_group
         self.udp_send: Any = None
         self.clock: IReactorTime = reactor  # type: ignore[assignment]
