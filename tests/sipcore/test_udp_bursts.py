@@ -1,106 +1,151 @@
-"""UDP writes made while a read burst is delivered go out together after it
-(sipcore.twisted.transport._Bursts), in order, and never get lost."""
+"""UDP reads and writes done by sipcore.twisted.transport._Bursts on a real Twisted
+port: what the handlers of one read burst write goes out together after it, in
+order, and is never lost; reads deliver every waiting datagram with its source.
+
+Real sockets on loopback; the reactor is not run: the test calls the port's
+`doRead` as the reactor would once the socket is readable.
+"""
 
 from __future__ import annotations
 
+import select
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from twisted.internet import protocol, reactor
 
 from sipcore.twisted import transport
 from sipcore.twisted.transport import BURST, _Bursts
 
 
-class FakePort:
-    """A Twisted UDP port's two methods _Bursts wraps; `datagrams` are what one
-    doRead delivers, each handled by `handler`."""
-
+class Recorder(protocol.DatagramProtocol):
     def __init__(self) -> None:
-        self.written: list[tuple[bytes, tuple[str, int]]] = []
-        self.datagrams: list[bytes] = []
-        self.handler: Any = None
-        self.fail_on: bytes | None = None
+        self.handler: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.seen: list[tuple[bytes, tuple[str, int]]] = []
 
-    def doRead(self) -> None:  # noqa: N802 - Twisted's spelling
-        for data in self.datagrams:
-            self.handler(data)
-
-    def write(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data == self.fail_on:
-            raise OSError("no route")
-        self.written.append((data, addr))
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+        self.seen.append((data, addr))
+        if self.handler is not None:
+            self.handler(data, addr)
 
 
-ADDR = ("127.0.0.1", 5070)
+class Rig:
+    """A Twisted UDP port under _Bursts, and a peer socket that sends and receives."""
+
+    def __init__(self, host: str, family: int) -> None:
+        self.proto = Recorder()
+        self.port = reactor.listenUDP(0, self.proto, interface=host)  # type: ignore[attr-defined]
+        _Bursts(self.port)
+        self.peer = socket.socket(family, socket.SOCK_DGRAM)
+        self.peer.bind((host, 0))
+        self.peer_addr = self.peer.getsockname()[:2]
+        self.addr = (host, self.port.getHost().port)
+
+    def deliver(self, *datagrams: bytes) -> None:
+        """The peer sends; once the port's socket is readable, the 'reactor' reads."""
+        for data in datagrams:
+            self.peer.sendto(data, self.addr)
+        select.select([self.port.socket], [], [], 2.0)
+        self.port.doRead()
+
+    def received(self, count: int) -> list[bytes]:
+        out = []
+        while len(out) < count:
+            ready, _, _ = select.select([self.peer], [], [], 2.0)
+            if not ready:
+                break
+            out.append(self.peer.recv(65535))
+        return out
+
+    def close(self) -> None:
+        self.port.stopListening()
+        self.peer.close()
 
 
-def test_outside_a_burst_a_write_goes_out_at_once() -> None:
-    port = FakePort()
-    _Bursts(port)
-    port.write(b"a", ADDR)
-    assert port.written == [(b"a", ADDR)]
+@pytest.fixture(params=[("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)],
+                ids=["ipv4", "ipv6"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    made = Rig(*request.param)
+    yield made
+    made.close()
 
 
-def test_writes_during_a_burst_go_out_after_it_in_order() -> None:
-    port = FakePort()
-    _Bursts(port)
-    seen: list[int] = []
-
-    def handler(data: bytes) -> None:
-        seen.append(len(port.written))  # nothing written while the burst runs
-        port.write(data.upper(), ADDR)
-
-    port.handler = handler
-    port.datagrams = [b"a", b"b", b"c"]
-    port.doRead()
-    assert seen == [0, 0, 0]
-    assert port.written == [(b"A", ADDR), (b"B", ADDR), (b"C", ADDR)]
-    port.write(b"d", ADDR)  # the burst is over: at once again
-    assert port.written[-1] == (b"d", ADDR)
+def test_reads_deliver_every_waiting_datagram_with_its_source(rig: Rig) -> None:
+    rig.deliver(b"a", b"b", b"c")
+    assert rig.proto.seen == [(b"a", rig.peer_addr), (b"b", rig.peer_addr),
+                              (b"c", rig.peer_addr)]
+    rig.port.doRead()  # nothing waiting: returns at once
+    assert len(rig.proto.seen) == 3
 
 
-def test_a_long_burst_is_flushed_every_burst_datagrams() -> None:
-    port = FakePort()
-    _Bursts(port)
-    sizes: list[int] = []
+def test_outside_a_burst_a_write_goes_out_at_once(rig: Rig) -> None:
+    rig.port.write(b"a", rig.peer_addr)
+    assert rig.received(1) == [b"a"]
 
-    def handler(data: bytes) -> None:
-        sizes.append(len(port.written))
-        port.write(data, ADDR)
 
-    port.handler = handler
-    port.datagrams = [str(n).encode() for n in range(BURST * 2 + 3)]
-    port.doRead()
-    assert sizes[BURST] == BURST and sizes[2 * BURST] == 2 * BURST
-    assert [d for d, _ in port.written] == port.datagrams
+def test_writes_during_a_burst_go_out_after_it_in_order(rig: Rig) -> None:
+    during: list[list[bytes]] = []
+
+    def handler(data: bytes, addr: tuple[str, int]) -> None:
+        rig.peer.setblocking(False)
+        try:
+            during.append([rig.peer.recv(100)])  # something went out already?
+        except BlockingIOError:
+            during.append([])
+        finally:
+            rig.peer.setblocking(True)
+        rig.port.write(data.upper(), addr)
+
+    rig.proto.handler = handler
+    rig.deliver(b"a", b"b", b"c")
+    assert during == [[], [], []]
+    assert rig.received(3) == [b"A", b"B", b"C"]
+    rig.port.write(b"d", rig.peer_addr)  # the burst is over: at once again
+    assert rig.received(1) == [b"d"]
+
+
+def test_a_long_burst_is_flushed_every_burst_datagrams(rig: Rig) -> None:
+    datagrams = [str(n).encode() for n in range(BURST * 2 + 3)]
+    rig.proto.handler = lambda data, addr: rig.port.write(data, addr)
+    rig.deliver(*datagrams)
+    assert rig.received(len(datagrams)) == datagrams
 
 
 def test_a_failed_write_is_logged_and_the_others_still_go(
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     warnings: list[dict[str, Any]] = []
     monkeypatch.setattr(transport.log, "warn", lambda fmt, **kw: warnings.append(kw))
-    port = FakePort()
-    _Bursts(port)
-    port.fail_on = b"b"
-    port.handler = lambda data: port.write(data, ADDR)
-    port.datagrams = [b"a", b"b", b"c"]
-    port.doRead()
-    assert [d for d, _ in port.written] == [b"a", b"c"]
-    assert warnings and warnings[0]["host"] == "127.0.0.1"
+
+    def handler(data: bytes, addr: tuple[str, int]) -> None:
+        # A name, not an IP literal: refused rather than resolved (blocking) by sendto.
+        rig.port.write(data, ("localhost", addr[1]) if data == b"b" else addr)
+
+    rig.proto.handler = handler
+    rig.deliver(b"a", b"b", b"c")
+    assert rig.received(2) == [b"a", b"c"]
+    assert warnings and warnings[0]["host"] == "localhost"
 
 
-def test_what_was_held_goes_out_even_if_the_read_raises() -> None:
-    port = FakePort()
-    _Bursts(port)
+def test_outside_a_burst_a_name_is_refused_at_once(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="not an IP address"):
+        rig.port.write(b"x", ("localhost", rig.peer_addr[1]))
 
-    def handler(data: bytes) -> None:
-        port.write(data, ADDR)
+
+def test_a_handler_that_raises_is_logged_and_the_burst_goes_on(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures: list[str] = []
+    monkeypatch.setattr(transport.log, "failure", lambda fmt, *a, **kw: failures.append(fmt))
+
+    def handler(data: bytes, addr: tuple[str, int]) -> None:
+        rig.port.write(data, addr)
         if data == b"b":
             raise RuntimeError("a bug below the port")
 
-    port.handler = handler
-    port.datagrams = [b"a", b"b", b"c"]
-    with pytest.raises(RuntimeError):
-        port.doRead()
-    assert [d for d, _ in port.written] == [b"a", b"b"]
+    rig.proto.handler = handler
+    rig.deliver(b"a", b"b", b"c")
+    assert rig.received(3) == [b"a", b"b", b"c"]
+    assert len(failures) == 1
