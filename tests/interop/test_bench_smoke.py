@@ -45,6 +45,11 @@ def test_memory_quick() -> None:
     assert re.search(r"RESULT bench=memory calls=\d+ bytes_per_call=\d+", out), out
 
 
+def test_replication_quick() -> None:
+    out = run_quick("replication.py")
+    assert re.search(r"RESULT bench=replication publish_us=[0-9.]+ ", out), out
+
+
 def test_register_quick() -> None:
     sipp_binary()
     out = run_quick("register.py", "--hold", "1")
