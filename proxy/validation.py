@@ -8,12 +8,11 @@ naming the response to send. Nothing here knows about sockets or the reactor.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipcore.headers import Via
-from sipcore.ids import MAGIC_COOKIE
+from sipcore.ids import MAGIC_COOKIE, random_hex
 from sipcore.message import Request
 from sipcore.uri import URI
 
@@ -144,7 +143,7 @@ def make_branch(loop_part: str, unique: str | None = None) -> str:
     differ by the unique part) while the loop part lets §16.3 step 4 recognise the
     request if it ever comes back unchanged.
     """
-    return f"{MAGIC_COOKIE}{loop_part}.{unique or secrets.token_hex(4)}"
+    return f"{MAGIC_COOKIE}{loop_part}.{unique or random_hex(4)}"
 
 
 def branch_loop_part(branch: str | None) -> str | None:
