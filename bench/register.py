@@ -48,10 +48,11 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
             server: sipplib.Server | None) -> sipplib.Step | None:
     host, _, port = target.rpartition(":")
     csvs = write_users(workdir, args.sipp)
+    sipp_ports = sipplib.SippPorts(args.sipp, max(1, args.workers))
 
     def commands(rate: int, calls: int, step_dir: Path) -> list[list[str]]:
         argvs = []
-        ports = sipplib.free_udp_ports(args.sipp, max(1, args.workers))
+        ports = sipp_ports.take()
         for i in range(args.sipp):
             share_rate = max(1, rate // args.sipp)
             share_calls = max(1, calls // args.sipp)

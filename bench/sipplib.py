@@ -70,13 +70,21 @@ def free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+            if port_is_free(port, tcp=False):
+                return port
     raise RuntimeError("no free port")
+
+
+def port_is_free(port: int, tcp: bool = True) -> bool:
+    """Whether `port` on 127.0.0.1 can be bound for UDP (and TCP) right now."""
+    kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def free_udp_ports(count: int, workers: int = 1) -> list[int]:
@@ -94,6 +102,26 @@ def free_udp_ports(count: int, workers: int = 1) -> list[int]:
         if port not in ports and socket_index(port, workers) == len(ports) % workers:
             ports.append(port)
     raise RuntimeError(f"no {count} free UDP ports spread over {workers} workers")
+
+
+class SippPorts:
+    """The local ports of one server's sipp processes, kept for all its steps.
+
+    A REGISTER scenario's Contact carries sipp's port. New ports at each step would give
+    every user one more binding per step (until Expires): after a ramp and its holds,
+    10-15 bindings per user, each 200 listing them all, where the scenario means one
+    device per user refreshing its binding. Keeping the ports keeps one binding per user
+    (and each sipp process on the same worker, see :func:`free_udp_ports`)."""
+
+    def __init__(self, count: int, workers: int = 1) -> None:
+        self.count, self.workers = count, workers
+        self.ports: list[int] = []
+
+    def take(self) -> list[int]:
+        """The same ports as the last step while they are all free, else new ones."""
+        if not self.ports or not all(port_is_free(p) for p in self.ports):
+            self.ports = free_udp_ports(self.count, self.workers)
+        return self.ports
 
 
 def options_request(host: str, port: int, local_port: int, n: int) -> bytes:
