@@ -22,6 +22,7 @@ _VIA_RE = re.compile(
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*)"
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
+_SENT_BY_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{1,5}))?")
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
 _Q_RE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
 
@@ -108,6 +109,28 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        # The usual form, "SIP/2.0/UDP host:port;params", without the Via regex: the
+        # sent-by of a client recurs on every request it sends (see _sent_by). Any
+        # doubt goes to the general parser, which also words the error.
+        if text.startswith("SIP/2.0/"):
+            space = text.find(" ", 8)
+            transport = _TRANSPORTS.get(text[8:space]) if space > 8 else None
+            if transport is not None:
+                semi = text.find(";", space + 1)
+                sent_by = text[space + 1 :] if semi < 0 else text[space + 1 : semi]
+                hostport = _SENT_BY.get(sent_by)
+                if hostport is None:
+                    hostport = _sent_by(sent_by)
+                if hostport is not None:
+                    params = {} if semi < 0 else parse_params(text, semi)
+                    _check_via_params(params)
+                    return cls(transport, hostport[0], hostport[1], params, "SIP/2.0")
+        return cls.parse_general(text)
+
+    @classmethod
+    def parse_general(cls, text: str) -> Via:
+        """Any Via value the grammar allows (LWS around the slashes and the colon,
+        other protocol names and transports): what :meth:`parse` falls back to."""
         m = _VIA_RE.match(text)
         if m is None:
             raise ParseError("Bad Via")
@@ -123,13 +146,7 @@ class Via:
             except ValueError:
                 raise ParseError("Bad Via host") from None
         params = parse_params(text, m.end())
-        if "ttl" in params:
-            parse_int(params["ttl"] or "", "Via ttl", 255)
-        rport = params.get("rport")
-        if rport is not None:
-            # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]. Checked here because
-            # a response is routed by it (RFC 3261 §18.2.2): int() must not fail later.
-            parse_int(rport, "Via rport", 65535)
+        _check_via_params(params)
         return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
     def __str__(self) -> str:
@@ -175,6 +192,51 @@ class Via:
 
     def copy(self) -> Via:
         return Via(self.transport, self.host, self.port, dict(self.params), self.protocol)
+
+
+def _check_via_params(params: dict[str, str | None]) -> None:
+    if "ttl" in params:
+        parse_int(params["ttl"] or "", "Via ttl", 255)
+    rport = params.get("rport")
+    if rport is not None:
+        # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]. Checked here because
+        # a response is routed by it (RFC 3261 §18.2.2): int() must not fail later.
+        parse_int(rport, "Via rport", 65535)
+
+
+#: Transports as written -> as kept, for Via.parse's plain form.
+_TRANSPORTS = {
+    t: t.upper() for u in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS") for t in (u, u.lower())
+}
+
+#: sent-by text -> (host, port), for texts `_sent_by` accepted. Bounded, since the
+#: texts come from the network: emptied when full.
+_SENT_BY: dict[str, tuple[str, int | None]] = {}
+_SENT_BY_MAX = 4096
+
+
+def _sent_by(text: str) -> tuple[str, int | None] | None:
+    """A valid ``host[:port]`` without LWS, split (and remembered); None for anything
+    else, which the general parser then accepts or rejects."""
+    m = _SENT_BY_RE.fullmatch(text)
+    if m is None:
+        return None
+    host, port_s = m.groups()
+    port = None
+    if port_s is not None:
+        port = int(port_s)
+        if port > 65535:
+            return None
+    if host[0] == "[":
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+    if len(_SENT_BY) >= _SENT_BY_MAX:
+        _SENT_BY.clear()
+    hostport = (host, port)
+    _SENT_BY[text] = hostport
+    return hostport
 
 
 @dataclass(slots=True)

@@ -138,6 +138,7 @@ _PRETTY = {
     "content-length": "Content-Length",
 }
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET = frozenset(_REQUIRED)
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
 _RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
 _RESPONSE_COPY_100 = _RESPONSE_COPY | {"timestamp"}
@@ -606,13 +607,17 @@ class Message:
                     name = {"route": "Route", "record-route": "Record-Route"}.get(key)
                     name = name or _PRETTY.get(key) or key.title()
                     raise ParseError(f"Too Many {name} Values (limit {limit})")
-        # list.in / list.count run in C: cheaper than counting in a Python loop.
-        for key in _REQUIRED:
-            if key not in keys:
-                raise ParseError(f"Missing {_PRETTY[key]} header")
-        for key in _SINGLE:
-            if keys.count(key) > 1:
-                raise ParseError(f"Multiple {_PRETTY[key]} headers")
+        # One set, built in C, answers both checks for the usual message; the loops
+        # only run to name what is missing, or when some header repeats.
+        present = set(keys)
+        if not _REQUIRED_SET <= present:
+            for key in _REQUIRED:
+                if key not in present:
+                    raise ParseError(f"Missing {_PRETTY[key]} header")
+        if len(present) != len(keys):
+            for key in _SINGLE:
+                if keys.count(key) > 1:
+                    raise ParseError(f"Multiple {_PRETTY[key]} headers")
         # Parse (and cache) what every server needs, so errors surface here.
         _ = (self.cseq, self.top_via, self.from_, self.to, self.call_id, self.max_forwards)
 

@@ -8,6 +8,8 @@ result or the error of the slow path it short-cuts.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipcore import uri as uri_module
 from sipcore.errors import ParseError
@@ -223,3 +225,98 @@ def test_rfc2543_server_keys_follow_the_request_uri() -> None:
     assert before[0] == "2543"
     request.uri = parse_uri("sip:elsewhere.example")
     assert server_key(request) != before
+
+
+def _via_outcome(parser, text: str) -> object:
+    try:
+        via = parser(text)
+    except ParseError as e:
+        return ("error", e.status)
+    return (via.protocol, via.transport, via.host, via.port, via.params)
+
+
+_VIA_FORMS = [
+    "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr1;rport",
+    "SIP/2.0/udp host.example;branch=z9hG4bKa",
+    "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKb;received=192.0.2.1",
+    "SIP/2.0/UDP [2001:db8::zz]:5061;branch=z9hG4bKb",  # bad IPv6: error, not cached
+    "SIP/2.0/UDP host:65536;branch=z9hG4bKc",  # port out of range
+    "SIP/2.0/UDP host:123456;branch=z9hG4bKc",  # six digits
+    "SIP/2.0/UDP host:5060abc",
+    "SIP/2.0/UDP host ;branch=z9hG4bKd",  # LWS before the parameters
+    "SIP/2.0/UDP  host:5060",
+    "SIP/2.0/UDP\thost:5060",
+    "SIP/2.0/Udp host:5060",
+    "SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bKe",
+    "SIP/2.0/XYZ host:5060;branch=z9hG4bKf",
+    "SIP/2.0/UDP -host:5060",
+    "SIP/2.0/UDP host:5060;rport=99999",
+    "SIP/2.0/UDP host:5060;ttl=300",
+    "SIP/2.0/UDP host:5060;branch",
+    "SIP/2.0/UDP host:5060;;branch=x",
+    "SIP/2.0/UDP",
+    "SIP/2.0/UDP ",
+    "SIP/2.0/ host",
+]
+
+
+@pytest.mark.parametrize("text", _VIA_FORMS)
+def test_via_fast_path_matches_general_parser(text: str) -> None:
+    from sipcore.headers import Via
+
+    general = _via_outcome(Via.parse_general, text)
+    assert _via_outcome(Via.parse, text) == general
+    # Twice: the second parse of a sent-by may come from the cache.
+    assert _via_outcome(Via.parse, text) == general
+
+
+@given(
+    transport=st.sampled_from(["UDP", "udp", "TCP", "TLS", "SCTP", "WS", "wss", "Udp", "X"]),
+    sep=st.sampled_from([" ", "  ", "\t", " \t"]),
+    host=st.from_regex(r"[A-Za-z0-9\-.\[\]:]{0,12}", fullmatch=True),
+    port=st.one_of(st.none(), st.integers(0, 999999).map(str), st.just(" 5060")),
+    params=st.from_regex(r"(;[a-z=0-9 ;.]{0,10}){0,3}", fullmatch=True),
+)
+@settings(max_examples=400, deadline=None)
+def test_via_fast_path_matches_general_parser_anywhere(
+    transport: str, sep: str, host: str, port: str | None, params: str
+) -> None:
+    from sipcore.headers import Via
+
+    text = f"SIP/2.0/{transport}{sep}{host}{'' if port is None else ':' + port}{params}"
+    assert _via_outcome(Via.parse, text) == _via_outcome(Via.parse_general, text)
+
+
+def test_sent_by_cache_is_bounded() -> None:
+    from sipcore import headers
+    from sipcore.headers import Via
+
+    for i in range(headers._SENT_BY_MAX + 10):
+        via = Via.parse(f"SIP/2.0/UDP 10.{i // 65536}.{i // 256 % 256}.{i % 256}:5060")
+        assert via.port == 5060
+    assert 0 < len(headers._SENT_BY) <= headers._SENT_BY_MAX
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ((b"Call-ID: reg1@bench\r\n", b""), "Missing Call-ID header"),
+        ((b"To: <sip:u1@a.lab>\r\n", b""), "Missing To header"),
+        ((b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nMax-Forwards: 69\r\n"),
+         "Multiple Max-Forwards headers"),
+        ((b"CSeq: 1 REGISTER\r\n", b"CSeq: 1 REGISTER\r\nCSeq: 1 REGISTER\r\n"),
+         "Multiple CSeq headers"),
+        # A repeated Via is allowed; a repeated From still found among repeats.
+        ((b"Max-Forwards: 70\r\n",
+          b"Max-Forwards: 70\r\nVia: SIP/2.0/UDP h:1;branch=z9hG4bKx\r\n"), None),
+        ((b"Max-Forwards: 70\r\n",
+          b"Max-Forwards: 70\r\nVia: SIP/2.0/UDP h:1;branch=z9hG4bKx\r\n"
+          b"From: <sip:x@a.lab>;tag=2\r\n"), "Multiple From headers"),
+    ],
+)
+def test_required_and_single_headers(change: tuple[bytes, bytes], error: str | None) -> None:
+    data = register().replace(*change)
+    if error is None:
+        assert isinstance(parse(data), Request)
+    else:
+        assert error_of(data) == (400, error)
