@@ -462,3 +462,9 @@ class ResponseContext:
             release = getattr(branch.tx, "release_request", None)
             if release is not None:
                 release()
+        # A late 2xx reaches us through its branch (branch.context), never through this
+        # list, which only served the branches still running. Without it the context
+        # and its branches form no cycle: refcounting frees the call when its last
+        # transaction ends, instead of the garbage collector (64 objects a call, and
+        # collections of 200,000 objects pausing the proxy for 0.75 s at 1,200 calls/s).
+        self.branches = []

@@ -100,6 +100,30 @@ class ServerTU(Protocol):
     def terminated(self, tx: Any) -> None: ...
 
 
+class _GoneTU:
+    """The TU of a terminated transaction: nothing is passed up any more."""
+
+    __slots__ = ()
+
+    def response_received(self, tx: Any, response: Response) -> None:
+        pass
+
+    def ack_received(self, tx: Any, ack: Request) -> None:
+        pass
+
+    def timed_out(self, tx: Any) -> None:
+        pass
+
+    def transport_failed(self, tx: Any) -> None:
+        pass
+
+    def terminated(self, tx: Any) -> None:
+        pass
+
+
+GONE_TU = _GoneTU()
+
+
 class ResponseSink(Protocol):
     """What a transaction user that only answers needs of its server transaction.
 
@@ -332,9 +356,15 @@ class Transaction:
         table = self._table
         if table is not None:
             table.remove(self)
-        for observer in self._terminated_observers or ():
+        observers = self._terminated_observers
+        self._terminated_observers = None
+        for observer in observers or ():
             observer(self)
-        self.tu.terminated(self)
+        tu = self.tu
+        # The TU usually holds us too (a proxy branch, a dialog): dropping our side of
+        # that cycle lets refcounting free both once the table lets go of us.
+        self.tu = GONE_TU
+        tu.terminated(self)
 
 
 class DueQueue:
