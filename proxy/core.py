@@ -57,6 +57,7 @@ from sipcore.errors import ParseError
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
 from sipcore.transaction import ServerInviteTransaction, ServerTxHandle, State, Timers
+from sipcore.transaction.base import NULL_TU
 from sipcore.twisted.inline import inline_callbacks
 from sipcore.twisted.protection import Trusted
 from sipcore.twisted.role import BaseRole
@@ -77,25 +78,6 @@ UPSTREAM_FAILOVER = frozenset({408, 503})
 MAX_KNOWN_AORS = 100_000
 #: Retry-After seconds when the location store cannot be read (as registrar.RETRY_AFTER).
 LOCATION_RETRY_AFTER = 5
-
-
-class _NullTU:
-    """Client TU for our CANCELs: their 200 means nothing to us (§16.10)."""
-
-    def response_received(self, tx: Any, response: Response) -> None:
-        pass
-
-    def timed_out(self, tx: Any) -> None:
-        pass
-
-    def transport_failed(self, tx: Any) -> None:
-        pass
-
-    def terminated(self, tx: Any) -> None:
-        pass
-
-
-_NULL_TU = _NullTU()
 
 
 class _Forwarder:
@@ -119,7 +101,7 @@ class _Forwarder:
     def send_cancel(self, branch: Branch) -> None:
         if branch.request is None or branch.dest is None:
             return
-        self.role.stack.send_request(build_cancel(branch.request), branch.dest, _NULL_TU)
+        self.role.stack.send_request(build_cancel(branch.request), branch.dest, NULL_TU)
 
     def forward_response(self, context: ResponseContext, response: Response) -> None:
         tx = self.tx

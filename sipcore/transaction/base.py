@@ -100,8 +100,10 @@ class ServerTU(Protocol):
     def terminated(self, tx: Any) -> None: ...
 
 
-class _GoneTU:
-    """The TU of a terminated transaction: nothing is passed up any more."""
+class _NullTU:
+    """A TU that ignores every callback: what a terminated transaction reports to, and
+    the TU of requests whose answers mean nothing to their sender (a proxy's CANCELs,
+    whose 200 only ends the hop, §16.10)."""
 
     __slots__ = ()
 
@@ -121,7 +123,7 @@ class _GoneTU:
         pass
 
 
-GONE_TU = _GoneTU()
+NULL_TU = _NullTU()
 
 
 class ResponseSink(Protocol):
@@ -363,7 +365,7 @@ class Transaction:
         tu = self.tu
         # The TU usually holds us too (a proxy branch, a dialog): dropping our side of
         # that cycle lets refcounting free both once the table lets go of us.
-        self.tu = GONE_TU
+        self.tu = NULL_TU
         tu.terminated(self)
 
 

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 
 from bench.hotpath import CALLEE, CALLER, answer, in_dialog, invite, make_proxy, register
 from sipcore.transaction import State
-from sipcore.transaction.base import GONE_TU
+from sipcore.transaction.base import NULL_TU
 
 
 @pytest.fixture
@@ -110,4 +110,4 @@ def test_a_terminated_transaction_lets_go_of_its_tu(proxy: tuple[Any, Any, Clock
     assert tx.tu is branch  # Accepted: a 2xx retransmission still goes to the branch
     clock.advance(40)  # Timer M
     assert tx.state is State.TERMINATED
-    assert tx.tu is GONE_TU
+    assert tx.tu is NULL_TU
