@@ -118,6 +118,10 @@ class _Forwarder:
 class ProxyRole(BaseRole):
     """A stateful, forking, record-routing proxy for ``config['domains']``."""
 
+    # Late 2xx go upstream statelessly (stray_response, _Forwarder.forward_response),
+    # so an Accepted INVITE transaction is only a lookup: the table keeps that, flat.
+    retire_accepted_invites = True
+
     def __init__(self, config: Any, clock: Any) -> None:
         self.config = config
         self.clock = clock

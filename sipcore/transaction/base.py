@@ -335,6 +335,17 @@ class Transaction:
         self._linger_name = name
         self._linger_deadline = _LingerQueue.of(self.clock, delay).push(self)
 
+    def _retire(self, data: bytes, delay: float) -> bool:
+        """Hand the rest of our life to the table (see :meth:`TransactionTable.retire`)
+        and end now, if it takes it: nobody else waits for our end (observers), and
+        there is a wait at all (zero over reliable transports)."""
+        table = self._table
+        if (delay > 0 and table is not None and self._terminated_observers is None
+                and table.retire(self, data, delay)):
+            self._terminate()
+            return True
+        return False
+
     def _mark_lingering(self) -> None:
         if not self.lingering:
             self.lingering = True

@@ -19,6 +19,7 @@ Completed   300-699 (retransmission)      Completed    resend ACK (not passed up
 Completed   Timer D                       Terminated
 Accepted    2xx (retransmission or fork)  Accepted     tu.response_received (RFC 6026 §8.4)
 Accepted    Timer M                       Terminated
+Accepted    (retired by a proxy's table)  Terminated   the table passes 2xx to its owner
 any         transport error               Terminated   tu.transport_failed
 =========== ============================= ============ ====================================
 
@@ -124,8 +125,11 @@ class ClientInviteTransaction(Transaction):
                 # from other forks still reach the TU, which ACKs each one (§13.2.2.4).
                 self._cancel("A", "B")
                 self.state = State.ACCEPTED
-                self._linger("M", self.timers.m)
                 self.tu.response_received(self, response)
+                # A proxy's table takes over (TransactionTable.retire): later 2xx reach
+                # the proxy as strays, which it forwards statelessly all the same.
+                if self.state is State.ACCEPTED and not self._retire(b"", self.timers.m):
+                    self._linger("M", self.timers.m)
             else:
                 self._cancel("A", "B")
                 self.state = State.COMPLETED

@@ -17,6 +17,7 @@ Trying/     200-699               Completed    stop E, F; tu.response_received; 
 Proceeding
 Completed   any response          Completed    absorbed (retransmissions)
 Completed   Timer K               Terminated
+Completed   (table takes over)    Terminated   the table absorbs until Timer K
 any         transport error       Terminated   tu.transport_failed
 =========== ===================== ============ ==========================================
 
@@ -88,8 +89,11 @@ class ClientNonInviteTransaction(Transaction):
             self.tu.response_received(self, response)
             if self.state is State.COMPLETED:  # the TU did not end us meanwhile
                 # Timer K: linger T4 to absorb response retransmissions (§17.1.2.2); on
-                # a reliable transport there are none, so K is zero.
-                self._wait_then_terminate("K", self.timers.k)
+                # a reliable transport there are none, so K is zero. The table can
+                # absorb them itself (TransactionTable.retire): then we end now, and
+                # so does what our TU held for us (a proxy's whole response context).
+                if not self._retire(b"", self.timers.k):
+                    self._wait_then_terminate("K", self.timers.k)
 
     def _slim(self) -> None:
         # Completed absorbs response retransmissions and never sends again.

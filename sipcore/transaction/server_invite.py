@@ -23,6 +23,7 @@ Accepted    INVITE (retransmission)      Accepted     absorbed (RFC 6026 §8.7)
 Accepted    TU sends 2xx (retransmit)    Accepted     send it (RFC 6026 §8.6)
 Accepted    ACK                          Accepted     tu.ack_received (RFC 6026 §8.7)
 Accepted    Timer L                      Terminated
+Accepted    (retired by a proxy's table) Terminated   the table absorbs until Timer L
 any         transport error              Terminated   tu.transport_failed
 =========== ============================ ============ =====================================
 
@@ -120,7 +121,9 @@ class ServerInviteTransaction(Transaction):
                 self.state = State.ACCEPTED
                 if self._transmit(sent):
                     sent.settle()
-                    self._linger("L", self.timers.l)
+                    # A proxy's table takes over absorbing (TransactionTable.retire).
+                    if not self._retire(b"", self.timers.l):
+                        self._linger("L", self.timers.l)
             else:
                 # Completed resends these bytes (Timer G, INVITE retransmissions):
                 # keep them, not the parsed response.

@@ -94,11 +94,7 @@ class ServerNonInviteTransaction(Transaction):
         J, and as objects they cost memory and full garbage-collector passes.
         """
         delay = self.timers.j
-        table = self._table
-        if (delay > 0 and table is not None and self._terminated_observers is None
-                and table.retire(self, sent.serialise(), delay)):
-            self._terminate()
-        else:
+        if not self._retire(sent.serialise(), delay):
             self._wait_then_terminate("J", delay)
 
     def _slim(self) -> None:

@@ -4,12 +4,23 @@
 Matching (§17.1.3, §17.2.3, §9.2) is one dict lookup on a small tuple built by
 :mod:`sipcore.transaction.keys`; nothing here scans the transactions.
 
-Answered non-INVITE server transactions can *retire* into the table (:meth:`retire`):
-Completed (§17.2.2) only resends the final response's bytes when the request comes
-again, until Timer J. A retired one is a key and a flat tuple of bytes and strings,
-which the garbage collector stops tracking: at 15,000 REGISTERs a second over UDP,
-480,000 of them wait out Timer J, and as objects they made every full collection
-pass a pause of a second.
+Answered transactions can *retire* into the table (:meth:`retire`) when all they have
+left to do is a lookup:
+
+* a non-INVITE server transaction in Completed (§17.2.2) only resends the final
+  response's bytes when the request comes again, until Timer J;
+* a non-INVITE client transaction in Completed only absorbs response retransmissions,
+  until Timer K;
+* for an owner whose TU has no use for them (a proxy, :attr:`retire_accepted`), INVITE
+  transactions in Accepted (RFC 6026): the server side only absorbs INVITE
+  retransmissions until Timer L, the client side only lets 2xx through (they go to the
+  owner like any late 2xx) and discards the rest until Timer M.
+
+A retired one is a key and a flat tuple of bytes and strings, which the garbage
+collector stops tracking: at 15,000 REGISTERs a second over UDP, 480,000 of them wait
+out Timer J, and at 1,300 calls a second 80,000 INVITE transactions wait out L and M; as
+objects (18 a call, with what they held) they made middle-generation collections
+pauses of a second, long enough to overflow the socket buffer.
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
 _UNMATCHABLE = (ParseError, LookupError, AttributeError, TypeError, ValueError)
 
 #: What a retired transaction keeps: the response bytes, where they went (transport,
-#: host, port) and when the entry expires.
+#: host, port) and when the entry expires. An Accepted INVITE transaction has nothing
+#: to resend: empty bytes and no route.
 Retired = tuple[bytes, str, str, int, float]
 #: Sends retired bytes again: (bytes, transport, host, port).
 Resend = Callable[[bytes, str, str, int], None]
@@ -77,8 +89,8 @@ class TransactionTable:
         #: done, absorbing retransmissions until a timer); kept by the transactions.
         #: Retired ones (see :meth:`retire`) count too.
         self.lingering = 0
-        #: Retired non-INVITE server transactions by key, and their expiry queues (one
-        #: per Timer J value).
+        #: Retired transactions by key, and their expiry queues (one per timer value).
+        #: Client and server keys have different shapes, so one dict holds both.
         self._retired: dict[tuple[Any, ...], Retired] = {}
         self._retired_queues: dict[float, _RetiredQueue] = {}
         #: Set by the table's owner to let transactions retire: resends retired bytes
@@ -87,6 +99,11 @@ class TransactionTable:
         #: callables, so it is the one that knows where they send.
         self.resend: Resend | None = None
         self.route_of: Callable[[Transaction], tuple[str, str, int] | None] | None = None
+        #: Set by the owner when its TU needs nothing from an INVITE transaction once
+        #: it is Accepted (RFC 6026): a proxy forwards late 2xx statelessly, while a UA
+        #: core retransmits its 2xx through the server one and ACKs each 2xx the client
+        #: one passes up, so a UA keeps them.
+        self.retire_accepted = False
 
     @property
     def live(self) -> int:
@@ -147,17 +164,36 @@ class TransactionTable:
     # -- retired transactions -------------------------------------------------------
 
     def retire(self, tx: Transaction, data: bytes, delay: float) -> bool:
-        """Take over ``tx``'s Completed state: resend ``data`` whenever its request is
-        retransmitted, for ``delay`` seconds (Timer J). True if taken over, in which
-        case the transaction ends at once (it calls :meth:`remove`); False if this
-        table cannot (no owner hooks, or no route for this transaction)."""
-        resend, route_of = self.resend, self.route_of
-        if resend is None or route_of is None or self._server.get(tx.key) is not tx:
-            return False
-        route = route_of(tx)
-        if route is None:
+        """Take over ``tx``'s last state for ``delay`` seconds: True if taken over, in
+        which case the transaction must end at once (it calls :meth:`remove`); False if
+        this table cannot (no owner consulting :meth:`absorb` and
+        :meth:`absorb_response`, no route, not a kind it takes over).
+
+        A non-INVITE server transaction in Completed passes the bytes of its final
+        response, resent whenever its request comes again (Timer J). The others have
+        nothing to send and pass empty bytes: a non-INVITE client one in Completed
+        (Timer K), INVITE ones in Accepted (Timers L and M, with
+        :attr:`retire_accepted`).
+        """
+        if self.resend is None:
             return False
         key = tx.key
+        client = key[0] == "c"
+        if (self._client if client else self._server).get(key) is not tx:
+            return False
+        route: tuple[str, str, int] | None = ("", "", 0)
+        if tx.method == "INVITE":
+            if (not self.retire_accepted or data or tx.state is not State.ACCEPTED
+                    or key[0] == "2543"):  # those have an ACK key filed too
+                return False
+        elif client:
+            if data or tx.state is not State.COMPLETED:
+                return False
+        else:
+            route = self.route_of(tx) if self.route_of is not None else None
+            if route is None:
+                return False
+        assert route is not None
         queue = self._retired_queues.get(delay)
         if queue is None:
             queue = self._retired_queues[delay] = _RetiredQueue(self, tx.clock, delay)
@@ -168,7 +204,9 @@ class TransactionTable:
 
     def absorb(self, request: Request) -> bool:
         """If ``request`` retransmits one a retired transaction answered, resend that
-        answer (§17.2.2, Completed) and return True."""
+        answer (§17.2.2, Completed) and return True; an INVITE retransmission after a
+        2xx is absorbed without one (RFC 6026 §8.7, Accepted). The ACK for that 2xx is
+        not absorbed: it is the TU's to forward."""
         retired = self._retired
         if not retired:
             return False
@@ -179,9 +217,39 @@ class TransactionTable:
         entry = retired.get(key)
         if entry is None:
             return False
+        data = entry[0]
+        if not data:
+            return request.method == "INVITE"
         if self.resend is not None:
-            self.resend(entry[0], entry[1], entry[2], entry[3])
+            self.resend(data, entry[1], entry[2], entry[3])
         return True
+
+    def absorb_response(self, response: Response) -> bool:
+        """True if ``response`` belongs to a retired client transaction and is to be
+        discarded: everything, in non-INVITE Completed (§17.1.2.2); all but 2xx in
+        INVITE Accepted (RFC 6026 §8.4), where a 2xx (False here) goes to the owner as
+        a late 2xx to forward."""
+        if not self._retired:
+            return False
+        try:
+            key = response_key(response)
+        except _UNMATCHABLE:
+            return False
+        if key not in self._retired:
+            return False
+        return key[2] != "INVITE" or not 200 <= response.status < 300
+
+    def answered_invite(self, cancel: Request) -> bool:
+        """True if the INVITE ``cancel`` targets was answered 2xx by a transaction now
+        retired: the CANCEL has no effect but is answered 200 (§9.2), as it would be
+        by the transaction itself."""
+        if not self._retired:
+            return False
+        try:
+            key = cancel_key(cancel)
+        except _UNMATCHABLE:
+            return False
+        return key in self._retired
 
     @property
     def retired(self) -> int:

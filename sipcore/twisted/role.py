@@ -23,6 +23,11 @@ class BaseRole:
     """No-op callbacks and the OPTIONS answer; roles override what they handle."""
 
     stack: Any = None
+    #: True if the role needs nothing from an INVITE transaction once it is Accepted
+    #: (RFC 6026): no 2xx to retransmit through the server one, no ACK to send for
+    #: each 2xx the client one passes up. Then the stack's table takes them over
+    #: (TransactionTable.retire) and late 2xx reach `stray_response`.
+    retire_accepted_invites = False
 
     def capabilities(self, request: Request, status: int = 200) -> Response:
         """A response advertising what we support (RFC 3261 §11.2)."""

@@ -162,6 +162,9 @@ class SipStack:
         # (TransactionTable.retire); it resends their bytes through us.
         self.table.resend = self._resend_retired
         self.table.route_of = _route_of
+        # ... and a role that forwards late 2xx statelessly (a proxy) lets its INVITE
+        # transactions retire once Accepted too (BaseRole.retire_accepted_invites).
+        self.table.retire_accepted = bool(getattr(role, "retire_accepted_invites", False))
 
     def start(self) -> None:
         self.endpoint.start()
@@ -176,7 +179,7 @@ class SipStack:
             client_tx = self.table.match_client(message)
             if client_tx is not None:
                 client_tx.receive_response(message)
-            else:
+            elif not self.table.absorb_response(message):
                 self.role.stray_response(message, source)
             return
         assert isinstance(message, Request)
@@ -239,7 +242,10 @@ class SipStack:
         """§9.2: answer the CANCEL itself; the role cancels the INVITE it matched."""
         invite_tx = self.table.match_cancel(cancel)
         if invite_tx is None:
-            tx.send_response(make_response(cancel, 481))
+            # An INVITE answered 2xx whose transaction retired: the CANCEL is too late
+            # to do anything, but its INVITE transaction still "exists" (§9.2).
+            answered = self.table.answered_invite(cancel)
+            tx.send_response(make_response(cancel, 200 if answered else 481))
             return
         tx.send_response(make_response(cancel, 200))
         self.role.cancel_received(cancel, invite_tx, source)

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from sipcore.message import Request, Response, make_response, parse
 from sipcore.transaction import (
     ClientInviteTransaction,
+    ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     State,
@@ -26,7 +27,7 @@ from sipcore.twisted.protection import OverloadGuard, Protection, ProtectionConf
 from sipcore.twisted.stack import SipStack
 from sipcore.twisted.transport import Address
 
-from .txhelpers import RecordingTU, Wire, request, response, responses_on_the_wire
+from .txhelpers import RecordingTU, Wire, request, response, responses_on_the_wire, statuses
 
 J = 32.0  # 64*T1 with the default T1
 
@@ -379,3 +380,179 @@ def test_the_stack_does_not_retire_over_tcp() -> None:
                            Address("TCP", "192.0.2.9", 40000))
     # Timer J is zero over a reliable transport (§17.2.2): nothing lingers at all.
     assert (len(stack.table), stack.table.retired) == (0, 0)
+
+
+# -- Accepted INVITE transactions retire too, for an owner whose TU allows it ----------
+
+
+def _proxy_table() -> tuple[TransactionTable, _Owner]:
+    table = TransactionTable()
+    owner = _Owner(table, ("UDP", "192.0.2.7", 5070))
+    table.retire_accepted = True  # what SipStack sets for a proxy role
+    return table, owner
+
+
+def test_an_accepted_invite_server_retires_and_absorbs_until_timer_l() -> None:
+    tx, wire, tu, clock, req = server_tx("INVITE")
+    table, owner = _proxy_table()
+    table.add(tx)
+    ok = response(req, 200, to_tag="t1")
+    tx.send_response(ok)
+    assert wire.take() == [ok]
+    assert tx.state is State.TERMINATED and tu.names() == ["terminated"]
+    assert (len(table), table.lingering, table.live, table.retired) == (1, 1, 0, 1)
+    assert table.match_server(req) is None
+    # RFC 6026 §8.7: INVITE retransmissions are absorbed, and nothing is resent for
+    # them (the 2xx is retransmitted by the UAS end to end, not by us).
+    assert table.absorb(req) and table.absorb(req)
+    assert owner.resent == []
+    # An ACK on the INVITE's branch is for the TU to forward, not absorbed.
+    ack = request("ACK", branch="z9hG4bKlinger0", cseq_method="ACK", to_tag="t1")
+    assert not table.absorb(ack)
+    # A CANCEL that comes too late is answered 200 and does nothing (§9.2).
+    cancel = request("CANCEL", branch="z9hG4bKlinger0")
+    assert table.match_cancel(cancel) is None and table.answered_invite(cancel)
+    assert not table.answered_invite(request("CANCEL", branch="z9hG4bKother"))
+    clock.advance(J)
+    assert (len(table), table.lingering, table.retired) == (0, 0, 0)
+    assert not table.absorb(req) and not table.answered_invite(cancel)
+
+
+def test_an_accepted_invite_client_retires_and_lets_only_2xx_through() -> None:
+    clock, wire, tu = Clock(), Wire(), RecordingTU()
+    req = request("INVITE", branch="z9hG4bKout1")
+    tx = ClientInviteTransaction(req, wire, tu, clock)
+    table, _ = _proxy_table()
+    table.add(tx)
+    tx.start()
+    ok = response(req, 200, to_tag="t1")
+    tx.receive_response(ok)
+    # The TU got the 2xx first; then the transaction ended and the table took over.
+    assert tu.take() == [("response_received", ok), ("terminated", None)]
+    assert tx.state is State.TERMINATED and table.match_client(ok) is None
+    assert (table.lingering, table.live, table.retired) == (1, 0, 1)
+    # RFC 6026 §8.4: a 2xx (retransmission, another fork) is not absorbed: the owner
+    # forwards it as a late 2xx; anything else from that branch is discarded.
+    assert not table.absorb_response(response(req, 200, to_tag="t2"))
+    assert table.absorb_response(response(req, 180, to_tag="t3"))
+    assert table.absorb_response(response(req, 486, to_tag="t3"))
+    other = request("INVITE", branch="z9hG4bKout2")
+    assert not table.absorb_response(response(other, 486, to_tag="t3"))
+    clock.advance(J)
+    assert (len(table), table.lingering, table.retired) == (0, 0, 0)
+    assert not table.absorb_response(response(req, 486, to_tag="t3"))
+
+
+def test_accepted_invites_linger_themselves_for_a_user_agent() -> None:
+    # A UA core retransmits its 2xx through the server transaction and ACKs every 2xx
+    # the client one passes up (§13.3.1.4, §13.2.2.4): its table keeps them whole.
+    server, _, _, _, req = server_tx("INVITE")
+    clock, wire, tu = Clock(), Wire(), RecordingTU()
+    out = request("INVITE", branch="z9hG4bKout3")
+    client = ClientInviteTransaction(out, wire, tu, clock)
+    table = TransactionTable()
+    _Owner(table, ("UDP", "192.0.2.7", 5070))
+    table.add(server)
+    table.add(client)
+    client.start()
+    server.send_response(response(req, 200, to_tag="t1"))
+    client.receive_response(response(out, 200, to_tag="t2"))
+    assert server.state is State.ACCEPTED and client.state is State.ACCEPTED
+    assert (table.lingering, table.retired) == (2, 0)
+
+
+def test_rfc_2543_and_observed_invites_do_not_retire() -> None:
+    table, _ = _proxy_table()
+    old = request("INVITE", branch=None)
+    tx2543 = ServerInviteTransaction(old, Wire(), RecordingTU(), Clock(), trying_delay=None)
+    table.add(tx2543)
+    tx2543.send_response(response(old, 200, to_tag="t1"))
+    assert tx2543.state is State.ACCEPTED  # its ACK key is filed with the transaction
+    observed, _, _, _, req = server_tx("INVITE", n=5)
+    table.add(observed)
+    seen: list[Any] = []
+    observed.add_terminated_observer(seen.append)
+    observed.send_response(response(req, 200, to_tag="t1"))
+    assert observed.state is State.ACCEPTED and seen == []
+    assert (table.lingering, table.retired) == (2, 0)
+
+
+class _ProxyLikeRole(_CountingRole):
+    retire_accepted_invites = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strays: list[Response] = []
+        self.acks: list[Request] = []
+
+    def request_received(self, request: Request, tx: Any, source: Address) -> None:
+        self.requests += 1
+        tx.send_response(make_response(request, 200, to_tag="a"))
+
+    def stray_response(self, response: Response, source: Address) -> None:
+        self.strays.append(response)
+
+    def ack_received(self, ack: Request, source: Address) -> None:
+        self.acks.append(ack)
+
+
+def test_the_stack_retires_accepted_invites_for_a_role_that_allows_it() -> None:
+    clock = Clock()
+    role = _ProxyLikeRole()
+    stack = SipStack(clock, role, log_messages=False)
+    sent = responses_on_the_wire(stack)
+    source = Address("UDP", "192.0.2.9", 5062)
+    invite = request("INVITE", branch="z9hG4bKinv")
+    stack.message_received(invite, source)
+    assert role.requests == 1 and stack.table.retired == 1 and stack.table.live == 0
+    stack.message_received(request("INVITE", branch="z9hG4bKinv"), source)
+    assert role.requests == 1 and statuses(sent) == [200]  # absorbed, nothing resent
+    stack.message_received(request("CANCEL", branch="z9hG4bKinv"), source)
+    assert statuses(sent) == [200, 200]  # the CANCEL's own 200, too late to matter
+    ack = request("ACK", branch="z9hG4bKinv", cseq_method="ACK", to_tag="a")
+    stack.message_received(ack, source)
+    assert role.acks == [ack]  # forwarded by the role like any ACK for a 2xx
+    # Our own INVITE, answered 2xx, then another 2xx and a stray 180 on its branch.
+    out = request("INVITE", branch="z9hG4bKours")
+    stack.send_request(out, Address("UDP", "192.0.2.10", 5060), RecordingTU())
+    stack.message_received(response(out, 200, to_tag="b1"), source)
+    stack.message_received(response(out, 200, to_tag="b2"), source)
+    stack.message_received(response(out, 180, to_tag="b3"), source)
+    assert [r.to.tag for r in role.strays] == ["b2"]
+    clock.advance(J)
+    assert len(stack.table) == 0
+    stack.message_received(request("INVITE", branch="z9hG4bKinv"), source)
+    assert role.requests == 2  # after Timer L the same branch is a new transaction
+
+
+def test_a_completed_non_invite_client_retires_and_absorbs_until_timer_k() -> None:
+    clock, wire, tu = Clock(), Wire(), RecordingTU()
+    bye = request("BYE", branch="z9hG4bKbye1")
+    tx = ClientNonInviteTransaction(bye, wire, tu, clock)
+    table = TransactionTable()
+    _Owner(table, ("UDP", "192.0.2.7", 5070))  # any owner: a UA's table does this too
+    table.add(tx)
+    tx.start()
+    ok = response(bye, 200, to_tag="t1")
+    tx.receive_response(ok)
+    assert tu.take() == [("response_received", ok), ("terminated", None)]
+    assert tx.state is State.TERMINATED and tx.tu is not tu  # lets go of its TU now
+    assert (len(table), table.lingering, table.live, table.retired) == (1, 1, 0, 1)
+    # §17.1.2.2: any response on that branch is a retransmission, absorbed, even a 2xx.
+    assert table.absorb_response(response(bye, 200, to_tag="t1"))
+    assert table.absorb_response(response(bye, 500, to_tag="t1"))
+    clock.advance(5.0)  # Timer K (T4)
+    assert (len(table), table.lingering, table.retired) == (0, 0, 0)
+    assert not table.absorb_response(response(bye, 200, to_tag="t1"))
+
+
+def test_without_an_owner_a_completed_client_lingers_itself() -> None:
+    clock, wire, tu = Clock(), Wire(), RecordingTU()
+    bye = request("BYE", branch="z9hG4bKbye2")
+    tx = ClientNonInviteTransaction(bye, wire, tu, clock)
+    table = TransactionTable()  # nobody would ask it to absorb responses
+    table.add(tx)
+    tx.start()
+    tx.receive_response(response(bye, 200, to_tag="t1"))
+    assert tx.state is State.COMPLETED and table.match_client(response(bye, 200)) is tx
+    assert tx.active_timers == {"K"}
