@@ -106,6 +106,9 @@ class ServerOptions(usage.Options):
          " each) above which new requests get 503 (0: no cap)."],
         ["max-lag", None, "2",
          "Reactor lag in seconds above which new requests get 503 (0: off)."],
+        ["max-queue-delay", None, "0.25",
+         "Seconds the oldest unread UDP datagram may have waited before new requests"
+         " get 503 (0: off)."],
         ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
         # Brute-force protection of digest auth (registrar.bruteforce).
         ["auth-fail-limit", None, "5/60",
@@ -188,6 +191,7 @@ class ServerOptions(usage.Options):
             max_transactions=int(number("max-transactions")),
             max_lingering=int(number("max-lingering")),
             max_lag=number("max-lag", float),
+            max_queue_delay=number("max-queue-delay", float),
             retry_after=int(number("retry-after")),
         )
 

@@ -23,6 +23,12 @@ def test_defaults():
     assert options["upstreams"] == []
 
 
+def test_overload_limits_reach_the_protection_config():
+    config = parsed("--max-queue-delay", "0.1", "--max-lag", "0")["protection"]
+    assert (config.max_queue_delay, config.max_lag) == (0.1, 0.0)
+    assert parsed()["protection"].max_queue_delay == 0.25
+
+
 def test_repeatable_options():
     options = parsed(
         "--domain", "A.Lab", "--domain", "c.lab", "--route", "b.lab=127.0.0.3:5070",
@@ -53,6 +59,8 @@ def test_repeatable_options():
         ["--tls-port", "5061"],
         ["--redirect-server", ":5060"],
         ["--web", "-1"],
+        ["--max-queue-delay", "-0.1"],
+        ["--max-queue-delay", "soon"],
     ],
 )
 def test_bad_values_are_usage_errors(argv):

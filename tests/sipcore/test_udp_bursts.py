@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from twisted.internet import protocol, reactor
+from twisted.internet.task import Clock
 
 from sipcore.twisted import transport
-from sipcore.twisted.transport import BURST, _Bursts
+from sipcore.twisted.protection import OverloadGuard
+from sipcore.twisted.transport import BURST, SO_TIMESTAMP, _Bursts
 
 
 class Recorder(protocol.DatagramProtocol):
@@ -149,3 +152,48 @@ def test_a_handler_that_raises_is_logged_and_the_burst_goes_on(
     rig.deliver(b"a", b"b", b"c")
     assert rig.received(3) == [b"a", b"b", b"c"]
     assert len(failures) == 1
+
+
+def test_the_first_datagram_of_a_burst_tells_how_long_the_queue_waited() -> None:
+    # The kernel stamps each datagram on arrival (SO_TIMESTAMP); reading 1.5 s "later"
+    # (an injected clock, no sleep) the guard learns the queue is 1.5 s behind.
+    guard = OverloadGuard(Clock(), max_queue_delay=0.25)
+    proto = Recorder()
+    port = reactor.listenUDP(0, proto, interface="127.0.0.1")  # type: ignore[attr-defined]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        offset = [0.0]
+        bursts = _Bursts(port, guard, now=lambda: time.time() + offset[0])
+        addr = ("127.0.0.1", port.getHost().port)
+        peer.sendto(b"first", addr)
+        peer.sendto(b"second", addr)
+        select.select([port.socket], [], [], 2.0)
+        offset[0] = 1.5
+        port.doRead()
+        assert [data for data, _ in proto.seen] == [b"first", b"second"]
+        assert 1.5 <= guard.queue_delay < 2.5
+        assert guard.overloaded(0)
+        # Read at once, a datagram has waited next to nothing.
+        offset[0] = 0.0
+        peer.sendto(b"third", addr)
+        select.select([port.socket], [], [], 2.0)
+        port.doRead()
+        assert proto.seen[-1][0] == b"third" and guard.queue_delay < 0.25
+        # A wake-up with nothing to read means nothing is queued.
+        guard.queue_delay = 1.0
+        bursts.do_read()
+        assert guard.queue_delay == 0.0
+    finally:
+        port.stopListening()
+        peer.close()
+
+
+def test_without_a_queue_delay_limit_the_socket_is_not_stamped() -> None:
+    guard = OverloadGuard(Clock(), max_queue_delay=0.0)
+    port = reactor.listenUDP(0, Recorder(), interface="127.0.0.1")  # type: ignore[attr-defined]
+    try:
+        bursts = _Bursts(port, guard)
+        assert bursts.guard is None
+        assert port.socket.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMP) == 0
+    finally:
+        port.stopListening()
