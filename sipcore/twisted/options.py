@@ -107,8 +107,8 @@ class ServerOptions(usage.Options):
         ["max-lag", None, "2",
          "Reactor lag in seconds above which new requests get 503 (0: off)."],
         ["max-queue-delay", None, "0.25",
-         "Seconds the oldest unread UDP datagram may have waited before new requests"
-         " get 503 (0: off)."],
+         "Seconds the oldest unread UDP datagram may have waited before new calls"
+         " (INVITE) get 503 (0: off)."],
         ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
         # Brute-force protection of digest auth (registrar.bruteforce).
         ["auth-fail-limit", None, "5/60",

@@ -216,7 +216,10 @@ class SipStack:
         in_dialog = request.to.tag is not None
         table = self.table
         # Work in progress and lingering absorbers are capped apart (protection.py).
-        if not protection.overload.overloaded(table.live, in_dialog, table.lingering):
+        new_call = not in_dialog and request.method == "INVITE"
+        if not protection.overload.overloaded(
+            table.live, in_dialog, table.lingering, new_call
+        ):
             return False
         response = make_response(request, 503, to_tag=SHED_TAG_PREFIX + new_tag())
         response.headers.add("Retry-After", str(protection.overload.retry_after))

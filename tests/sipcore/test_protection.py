@@ -285,30 +285,35 @@ def test_overload_guard_by_transactions_and_lag(warnings):
 def test_overload_guard_by_queue_delay(warnings):
     guard = OverloadGuard(Clock(), max_transactions=0, max_lag=0.0, max_queue_delay=0.25)
     guard.queue_delay = 0.25
-    assert not guard.overloaded(0)
+    assert not guard.overloaded(0, new_call=True)
     guard.queue_delay = 0.3  # the transport saw a datagram that waited 300 ms
-    assert guard.overloaded(0)
-    assert not guard.overloaded(0, in_dialog=True)  # calls in progress can still end
-    guard.queue_delay = 0.01
+    assert guard.overloaded(0, new_call=True)
+    # Only new calls: refusing a REGISTER costs what answering it does, and calls in
+    # progress (in-dialog requests) must still be able to end.
     assert not guard.overloaded(0)
+    assert not guard.overloaded(0, in_dialog=True, new_call=True)
+    guard.queue_delay = 0.01
+    assert not guard.overloaded(0, new_call=True)
     off = OverloadGuard(Clock(), max_transactions=0, max_lag=0.0, max_queue_delay=0.0)
     off.queue_delay = 10.0
-    assert not off.overloaded(0)
+    assert not off.overloaded(0, new_call=True)
     assert "datagrams queued 300 ms" in warnings[0]
 
 
-def test_new_requests_get_503_while_datagrams_queue_too_long():
+def test_new_calls_get_503_while_datagrams_queue_too_long():
     stack, role, sent = make_stack(max_queue_delay=0.2)
     source = Address("UDP", "192.0.2.9", 5060)
     assert stack.endpoint.protection is not None
     stack.endpoint.protection.overload.queue_delay = 0.5
-    stack.message_received(parse(request(1)), source)
+    stack.message_received(parse(request(1, method="INVITE")), source)
     stack.message_received(parse(request(2, method="BYE", to_tag=";tag=d")), source)
+    stack.message_received(parse(request(3, method="REGISTER")), source)
+    stack.message_received(parse(request(4, method="INVITE", to_tag=";tag=d")), source)
     assert [r.status for r in sent] == [503]
-    assert [r.method for r in role.requests] == ["BYE"]
+    assert [r.method for r in role.requests] == ["BYE", "REGISTER", "INVITE"]
     stack.endpoint.protection.overload.queue_delay = 0.05
-    stack.message_received(parse(request(3)), source)
-    assert len(role.requests) == 2 and len(sent) == 1
+    stack.message_received(parse(request(5, method="INVITE")), source)
+    assert len(role.requests) == 4 and len(sent) == 1
 
 
 class Role:
