@@ -6,6 +6,8 @@ loopback on Linux, so 127.0.0.2 serves as a second, innocent source.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
@@ -174,6 +176,51 @@ def test_overload_answers_503_with_retry_after(start_server):
     assert proxy.alive()
     log = proxy.output()
     assert log.count("overload: answering new requests 503") == 1
+
+
+def invite(sock: socket.socket, port: int, n: int, to_tag: str = "") -> bytes:
+    host, local = sock.getsockname()[:2]
+    return (
+        f"INVITE sip:nobody@a.lab SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{local};branch=z9hG4bKq{n}x{time.monotonic_ns()}\r\n"
+        f"From: <sip:caller@a.lab>;tag=c{n}\r\nTo: <sip:nobody@a.lab>{to_tag}\r\n"
+        f"Call-ID: queued{n}-{time.monotonic_ns()}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@{host}:{local}>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def final_statuses(sock: socket.socket) -> list[int | None]:
+    return sorted(status_of(a) for a in drain(sock) if not a.startswith(b"SIP/2.0 1"))
+
+
+def test_new_calls_get_503_while_datagrams_wait_too_long(start_server):
+    # The server is stopped (SIGSTOP) while requests reach its socket, so they wait
+    # there 0.6 s, more than --max-queue-delay, as they would behind a backlog. Read
+    # with their kernel timestamps once it runs again, the new INVITE is refused; the
+    # OPTIONS (not a new call) is answered as usual. Then, with nothing queued, a new
+    # INVITE is routed again (404: nobody is registered).
+    proxy = start_server(
+        "sipproxy", "--domain", "a.lab", "--location", "memory:", "--quiet",
+        "--max-queue-delay", "0.3", "--retry-after", "11",
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        os.kill(proxy.proc.pid, signal.SIGSTOP)
+        try:
+            s.sendto(invite(s, proxy.port, 1), ("127.0.0.1", proxy.port))
+            s.sendto(options(s, proxy.port, 2), ("127.0.0.1", proxy.port))
+            time.sleep(0.6)
+        finally:
+            os.kill(proxy.proc.pid, signal.SIGCONT)
+        answers = [a for a in drain(s) if not a.startswith(b"SIP/2.0 1")]
+        assert sorted(status_of(a) for a in answers) == [200, 503]
+        refused = next(a for a in answers if status_of(a) == 503)
+        assert b"CSeq: 1 INVITE" in refused and b"Retry-After: 11" in refused
+        s.sendto(invite(s, proxy.port, 3), ("127.0.0.1", proxy.port))
+        assert final_statuses(s) == [404]
+    assert proxy.alive()
+    assert "datagrams queued" in proxy.output()
 
 
 @pytest.mark.parametrize("value", ["x/1", "10/0"])
