@@ -133,3 +133,43 @@ def test_an_answered_call_keeps_no_objects_while_its_transactions_linger(
     assert stack.table.lingering == stack.table.retired == 3 * 200
     assert stack.table.live == 0 and not stack.role.contexts
     assert len(gc.get_objects()) - before < 200
+
+
+def test_after_the_2xx_the_retired_transactions_still_do_what_accepted_did(
+    proxy: tuple[Any, Any, Clock],
+) -> None:
+    # RFC 6026, through the real proxy: the server and client INVITE transactions
+    # have retired at the 2xx, and for Timers L and M the table stands in for them.
+    stack, wire, clock = proxy
+    receive = stack.endpoint.data_received
+    clock.advance(40)  # the fixture's REGISTER transaction is gone
+    receive(invite(1), CALLER, None)
+    forwarded = sent(wire, b"INVITE")
+    ok = answer(forwarded, 200, "OK", "t1", True)
+    receive(ok, CALLEE, None)
+    assert stack.table.live == 0 and stack.table.retired == 2
+    wire.sent.clear()
+    # The callee retransmits its 2xx (our ACK has not reached it): the caller gets it,
+    # without our Via, sent back the way the INVITE came (rport).
+    receive(ok, CALLEE, None)
+    ((data, dest),) = wire.sent
+    assert data.startswith(b"SIP/2.0 200") and dest == (CALLER.host, CALLER.port)
+    assert data.count(b"Via:") == 1 and b"branch=z9hG4bKi1" in data
+    wire.sent.clear()
+    # A provisional arriving late on that branch is discarded (RFC 6026 §8.4).
+    receive(answer(forwarded, 180, "Ringing", "t1", False), CALLEE, None)
+    assert wire.sent == []
+    # The caller retransmits its INVITE: absorbed, not forwarded again (§8.7).
+    receive(invite(1), CALLER, None)
+    assert wire.sent == []
+    # A CANCEL crossing the 200 is answered 200 and cancels nothing (§9.2).
+    cancel = invite(1).split(b"\r\n\r\n")[0].replace(b"INVITE sip:", b"CANCEL sip:", 1)
+    cancel = cancel.replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    cancel = cancel.replace(b"Content-Type: application/sdp\r\n", b"")
+    cancel = cancel.split(b"Content-Length:")[0] + b"Content-Length: 0\r\n\r\n"
+    receive(cancel, CALLER, None)
+    ((data, _),) = wire.sent
+    assert data.startswith(b"SIP/2.0 200") and b"CSeq: 1 CANCEL" in data
+    assert stack.table.retired == 3  # and the CANCEL's own, answered (Timer J)
+    clock.advance(40)  # Timers L, M and J
+    assert len(stack.table) == 0
