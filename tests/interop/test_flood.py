@@ -16,13 +16,18 @@ import pytest
 from tests.interop.conftest import sip_ping
 
 
-def options(sock: socket.socket, port: int, n: int, method: str = "OPTIONS") -> bytes:
+def udp_request(
+    sock: socket.socket, port: int, n: int, method: str = "OPTIONS", uri: str = ""
+) -> bytes:
+    """A request sent from `sock` (to the server itself unless `uri` says otherwise)."""
     host, local = sock.getsockname()[:2]
+    uri = uri or f"sip:127.0.0.1:{port}"
     return (
-        f"{method} sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"{method} {uri} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {host}:{local};branch=z9hG4bKflood{n}x{time.monotonic_ns()}\r\n"
-        f"From: <sip:flood@{host}>;tag=f{n}\r\nTo: <sip:127.0.0.1>\r\n"
+        f"From: <sip:flood@{host}>;tag=f{n}\r\nTo: <{uri}>\r\n"
         f"Call-ID: flood{n}-{time.monotonic_ns()}\r\nCSeq: 1 {method}\r\n"
+        f"Contact: <sip:flood@{host}:{local}>\r\n"
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
 
@@ -31,7 +36,7 @@ def ping_from(source: str, port: int, timeout: float = 1.0) -> bytes | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((source, 0))
         s.settimeout(timeout)
-        s.sendto(options(s, port, 0), ("127.0.0.1", port))
+        s.sendto(udp_request(s, port, 0), ("127.0.0.1", port))
         try:
             return s.recv(65535)
         except TimeoutError:
@@ -65,7 +70,7 @@ def test_udp_flood_bans_the_source_only(start_server):
         flood.bind(("127.0.0.1", 0))
         flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         for n in range(2000):
-            flood.sendto(options(flood, proxy.port, n), ("127.0.0.1", proxy.port))
+            flood.sendto(udp_request(flood, proxy.port, n), ("127.0.0.1", proxy.port))
             if n % 100 == 99:
                 time.sleep(0.01)  # keep the proxy's socket buffer from overflowing
         flooded_at = time.monotonic()
@@ -162,7 +167,7 @@ def test_overload_answers_503_with_retry_after(start_server):
         s.bind(("127.0.0.1", 0))
         s.settimeout(2.0)
         for n in range(cap + 5):
-            s.sendto(options(s, proxy.port, n), ("127.0.0.1", proxy.port))
+            s.sendto(udp_request(s, proxy.port, n), ("127.0.0.1", proxy.port))
             answer = s.recv(65535)
             statuses.append(status_of(answer))
             if status_of(answer) == 503:
@@ -178,16 +183,7 @@ def test_overload_answers_503_with_retry_after(start_server):
     assert log.count("overload: answering new requests 503") == 1
 
 
-def invite(sock: socket.socket, port: int, n: int, to_tag: str = "") -> bytes:
-    host, local = sock.getsockname()[:2]
-    return (
-        f"INVITE sip:nobody@a.lab SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {host}:{local};branch=z9hG4bKq{n}x{time.monotonic_ns()}\r\n"
-        f"From: <sip:caller@a.lab>;tag=c{n}\r\nTo: <sip:nobody@a.lab>{to_tag}\r\n"
-        f"Call-ID: queued{n}-{time.monotonic_ns()}\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:caller@{host}:{local}>\r\n"
-        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+NOBODY = "sip:nobody@a.lab"  # not registered: a routed INVITE gets 404
 
 
 def final_statuses(sock: socket.socket) -> list[int | None]:
@@ -208,8 +204,8 @@ def test_new_calls_get_503_while_datagrams_wait_too_long(start_server):
         s.bind(("127.0.0.1", 0))
         os.kill(proxy.proc.pid, signal.SIGSTOP)
         try:
-            s.sendto(invite(s, proxy.port, 1), ("127.0.0.1", proxy.port))
-            s.sendto(options(s, proxy.port, 2), ("127.0.0.1", proxy.port))
+            s.sendto(udp_request(s, proxy.port, 1, "INVITE", NOBODY), ("127.0.0.1", proxy.port))
+            s.sendto(udp_request(s, proxy.port, 2), ("127.0.0.1", proxy.port))
             time.sleep(0.6)
         finally:
             os.kill(proxy.proc.pid, signal.SIGCONT)
@@ -217,7 +213,7 @@ def test_new_calls_get_503_while_datagrams_wait_too_long(start_server):
         assert sorted(status_of(a) for a in answers) == [200, 503]
         refused = next(a for a in answers if status_of(a) == 503)
         assert b"CSeq: 1 INVITE" in refused and b"Retry-After: 11" in refused
-        s.sendto(invite(s, proxy.port, 3), ("127.0.0.1", proxy.port))
+        s.sendto(udp_request(s, proxy.port, 3, "INVITE", NOBODY), ("127.0.0.1", proxy.port))
         assert final_statuses(s) == [404]
     assert proxy.alive()
     assert "datagrams queued" in proxy.output()
