@@ -207,14 +207,7 @@ class TransactionTable:
         answer (§17.2.2, Completed) and return True; an INVITE retransmission after a
         2xx is absorbed without one (RFC 6026 §8.7, Accepted). The ACK for that 2xx is
         not absorbed: it is the TU's to forward."""
-        retired = self._retired
-        if not retired:
-            return False
-        try:
-            key = server_key(request)
-        except _UNMATCHABLE:
-            return False
-        entry = retired.get(key)
+        entry = self._retired_entry(server_key, request)
         if entry is None:
             return False
         data = entry[0]
@@ -229,27 +222,27 @@ class TransactionTable:
         discarded: everything, in non-INVITE Completed (§17.1.2.2); all but 2xx in
         INVITE Accepted (RFC 6026 §8.4), where a 2xx (False here) goes to the owner as
         a late 2xx to forward."""
-        if not self._retired:
+        if self._retired_entry(response_key, response) is None:
             return False
-        try:
-            key = response_key(response)
-        except _UNMATCHABLE:
-            return False
-        if key not in self._retired:
-            return False
-        return key[2] != "INVITE" or not 200 <= response.status < 300
+        return response.cseq.method != "INVITE" or not 200 <= response.status < 300
 
     def answered_invite(self, cancel: Request) -> bool:
         """True if the INVITE ``cancel`` targets was answered 2xx by a transaction now
         retired: the CANCEL has no effect but is answered 200 (§9.2), as it would be
         by the transaction itself."""
+        return self._retired_entry(cancel_key, cancel) is not None
+
+    def _retired_entry(
+        self, key_of: Callable[[Any], tuple[Any, ...]], message: Any
+    ) -> Retired | None:
+        """The retired entry ``message`` matches under ``key_of``, if any."""
         if not self._retired:
-            return False
+            return None
         try:
-            key = cancel_key(cancel)
+            key = key_of(message)
         except _UNMATCHABLE:
-            return False
-        return key in self._retired
+            return None
+        return self._retired.get(key)
 
     @property
     def retired(self) -> int:
