@@ -26,6 +26,7 @@ from twisted.internet import reactor, task
 from registrar.location import WILDCARD, Binding, LocationService, Removal, StaleCSeq
 from registrar.location.memory import MemoryLocationService
 from registrar.location.replicated import (
+    BATCH_WINDOW,
     SYNC_PUT,
     Malformed,
     ReplicatedLocationService,
@@ -65,11 +66,11 @@ class Cluster:
         self.nodes: dict[int, ReplicatedLocationService] = {}
         self.known: dict[int, set[str]] = {}
 
-    def start(self, index: int) -> ReplicatedLocationService:
+    def start(self, index: int, node_reactor: Any = reactor) -> ReplicatedLocationService:
         known = self.known.setdefault(index, set())
         node = ReplicatedLocationService(
             MemoryLocationService(clock=self.clock), self.group, index, self.count,
-            reactor=reactor, on_aor=known.add,
+            reactor=node_reactor, on_aor=known.add,
         )
         self.nodes[index] = node
         return node
@@ -260,6 +261,55 @@ async def test_a_burst_larger_than_the_peer_queue_arrives_whole(cluster) -> None
     await eventually(lambda: size(b_) == 3000, timeout=15)
     assert await b_.count() == 3000
     assert a.stats["dropped_full"] == 0 and a.stats["dropped_down"] == down
+
+
+
+class PacedReactor:
+    """The real reactor's socket polling with a Clock's time and timers, so that a test
+    decides when the send pacing's timers run."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:  # noqa: N802
+        return self.clock.callLater(delay, f, *args)
+
+    def addReader(self, reader: Any) -> None:  # noqa: N802
+        reactor.addReader(reader)
+
+    def removeReader(self, reader: Any) -> None:  # noqa: N802
+        reactor.removeReader(reader)
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_to_a_peer_leave_at_most_once_per_batch_window(cluster) -> None:
+    c = cluster(2)
+    (b_,) = await started(c, 1)
+    clock = task.Clock()
+    clock.advance(T0)
+    a = c.start(0, PacedReactor(clock))
+    await a.ready  # synced from B over the real sockets
+    clock.advance(BATCH_WINDOW)  # past the window of the sync-request
+    sent, received = a.stats["sent"], b_.stats["received"]
+
+    def u(i: int) -> None:
+        a.update_now(f"sip:u{i}@example.com", [b(f"sip:u{i}@h", aor=f"sip:u{i}@example.com")])
+
+    u(1)  # a lone change goes at once
+    assert a.stats["sent"] == sent + 1
+    clock.advance(BATCH_WINDOW / 5)
+    u(2)
+    clock.advance(BATCH_WINDOW / 5)
+    u(3)
+    clock.advance(0)  # a later reactor turn, still inside the window: nothing leaves
+    assert a.stats["sent"] == sent + 1
+    clock.advance(BATCH_WINDOW)
+    assert a.stats["sent"] == sent + 3
+    await eventually(lambda: size(b_) == 3)
+    assert b_.stats["received"] == received + 2  # one datagram each: u1, then u2 + u3
 
 
 # -- start-up sync -------------------------------------------------------------------------
