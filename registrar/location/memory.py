@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Sequence
 
 from twisted.internet import defer
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from registrar.location import Clock, LocationService, deferred_errors
 from registrar.location.binding import (
@@ -26,7 +26,6 @@ from registrar.location.binding import (
 _Entry = tuple[int, Binding]
 
 
-@implementer(LocationService)
 class MemoryLocationService:
     def __init__(self, clock: Clock | None = None) -> None:
         if clock is None:
@@ -190,3 +189,8 @@ class MemoryLocationService:
             for key, (_, b) in entries.items()
         ]
         heapq.heapify(self._heap)
+
+
+# Declared here, not with @implementer: a class decorator would make mypyc compile the
+# class as a plain Python class (attribute and method lookups in dicts on every call).
+classImplements(MemoryLocationService, LocationService)

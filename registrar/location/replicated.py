@@ -76,7 +76,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import classImplements
 
 from registrar.location import LocationService, deferred_errors
 from registrar.location.binding import (
@@ -459,7 +459,6 @@ class _Reader:
         return "replication"
 
 
-@implementer(LocationService)
 class ReplicatedLocationService:
     """A MemoryLocationService whose changes are replayed on the peer workers' copies.
 
@@ -907,6 +906,10 @@ class ReplicatedLocationService:
         self.inner.aors().addCallback(aors.extend)
         stream = peer.stream = _SyncStream(self, peer, aors)
         stream.pump()
+
+
+# Not @implementer: see memory.py (mypyc compiles a decorated class as a Python class).
+classImplements(ReplicatedLocationService, LocationService)
 
 
 def open_for_workers(

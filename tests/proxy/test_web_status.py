@@ -483,9 +483,22 @@ def test_unknown_paths_are_404(site, now, path):
     assert headers[b"content-type"].startswith(b"text/html")
 
 
+class _StoreDown:
+    """The real store, except that listing AORs fails as an unreachable Redis would."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def aors(self):
+        return defer.fail(RuntimeError("redis is down"))
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
 def test_broken_location_store_shows_an_error(site):
     obs, root = site
-    obs.role_obj.location.aors = lambda: defer.fail(RuntimeError("redis is down"))
+    obs.role_obj.location = _StoreDown(obs.role_obj.location)
     code, _, html = get(root, "/")
     assert code == 200 and "Location service unavailable: redis is down" in html
     code, _, text = get(root, "/metrics")  # still answers, with the last known counts
