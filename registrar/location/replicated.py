@@ -56,7 +56,8 @@ miss a change a third worker made while its sync source had not yet applied it; 
 copy is then stale for that binding until the AOR re-registers (or the binding
 expires). A peer that is down misses nothing: it resyncs when it starts. Replication is
 asynchronous and paced (``BATCH_WINDOW``): a request reaching another worker within
-about 5 ms of the 200 OK may not see the binding yet. Linux only (abstract names, SCM_CREDENTIALS).
+about 5 ms of the 200 OK may not see the binding yet. Linux only (abstract names,
+SCM_CREDENTIALS).
 """
 
 from __future__ import annotations
