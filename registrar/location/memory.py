@@ -77,6 +77,44 @@ class MemoryLocationService:
     def put_now(self, binding: Binding) -> None:
         self._apply(binding.aor, [binding], check_cseq=False)
 
+    def put_newer_now(self, binding: Binding) -> bool:
+        """Store a peer's binding unless it is older: False when the live binding of its
+        key has the same Call-ID and a higher CSeq (replication's convergence rule; an
+        equal CSeq is the same change again, and the later one wins).
+
+        What ``update_now`` does for one binding without the CSeq rule's exception,
+        the ``ApplyResult`` and the sorted result, which a replica throws away: most
+        peer changes are refreshes of a binding this copy holds, one lookup and one
+        store."""
+        now = self.clock.seconds()
+        aor = binding.aor  # normalised by Binding itself
+        key = binding.key
+        entries = self._aors.get(aor)
+        old = entries.get(key) if entries is not None else None
+        if old is not None:
+            stored = old[1]
+            if (stored.expires_at > now and stored.call_id == binding.call_id
+                    and stored.cseq > binding.cseq):
+                return False
+        seq = 0
+        if entries is not None and binding.expires_at > now:
+            for entry in entries.values():
+                if entry[1].expires_at <= now:
+                    seq = -1  # expired ones to drop: the general path
+                    break
+                if entry[0] > seq:
+                    seq = entry[0]
+        if entries is None or seq < 0 or binding.expires_at <= now:
+            # A new AOR, expired bindings to drop, or a put that expired on the way (a
+            # removal): the general path.
+            self._apply(aor, [binding], check_cseq=False)
+            return True
+        entries[key] = (seq + 1, binding)
+        if old is None:
+            self._size += 1
+        self._push(aor, key, binding)
+        return True
+
     @deferred_errors
     def put(self, binding: Binding) -> defer.Deferred[None]:
         self.put_now(binding)
@@ -142,10 +180,13 @@ class MemoryLocationService:
         else:
             self._aors.pop(aor, None)
         for key, (_, b) in result.written.items():
-            heapq.heappush(self._heap, (b.expires_at, next(self._tie), aor, key, b))
+            self._push(aor, key, b)
+        return sort_bindings(result.state.values())
+
+    def _push(self, aor: str, key: str, b: Binding) -> None:
+        heapq.heappush(self._heap, (b.expires_at, next(self._tie), aor, key, b))
         if len(self._heap) > 2 * self._size + 1024:
             self._rebuild_heap()
-        return sort_bindings(result.state.values())
 
     def _purge(self) -> int:
         now = self.clock.seconds()

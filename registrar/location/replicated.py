@@ -85,7 +85,6 @@ from registrar.location.binding import (
     Binding,
     Change,
     Removal,
-    StaleCSeq,
     binding_key,
     normalise_aor,
 )
@@ -801,17 +800,12 @@ class ReplicatedLocationService:
         inner = self.inner
         if kind == "put":
             b: Binding = op[1]
-            # The convergence rule through the store's own CSeq check (one lookup, not
-            # a get_now first): it refuses a put when the stored binding of that key
-            # and Call-ID has a CSeq >= ours; only a higher one is newer and kept.
-            try:
-                inner.update_now(b.aor, [b])
-            except StaleCSeq as err:
-                if err.stored_cseq > err.request_cseq:
-                    self.stats["stale"] += 1  # raced with a newer one: keep ours
-                    return
-                inner.put_now(b)  # the same CSeq: the later put wins, as ever
-            self._applied(b)
+            # Two workers racing on one binding converge: a put older than the stored
+            # binding of its key and Call-ID (lower CSeq) is refused.
+            if inner.put_newer_now(b):
+                self._applied(b)
+            else:
+                self.stats["stale"] += 1
         elif kind == "sync-put":
             if peer is not self._sync_from:
                 return  # a stream we gave up on, or an unasked one

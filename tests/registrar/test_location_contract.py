@@ -551,6 +551,56 @@ async def test_agrees_with_memory_model(backend: Backend) -> None:
         assert await store.get(AOR) == await model.get(AOR), step
 
 
+def _put_newer_by_update(store: Any, binding: Binding) -> bool:
+    """The rule ``put_newer_now`` implements, through the general update path."""
+    try:
+        store.update_now(binding.aor, [binding])
+    except StaleCSeq as err:
+        if err.stored_cseq > err.request_cseq:
+            return False
+        store.put_now(binding)
+    return True
+
+
+def _result(d: defer.Deferred[Any]) -> Any:
+    """memory:'s answer, there at once."""
+    out: list[Any] = []
+    d.addCallback(out.append)
+    return out[0]
+
+
+def test_put_newer_now_agrees_with_the_general_update_path() -> None:
+    """memory:'s one-lookup path for a peer's put (registrar.location.replicated) keeps
+    what update_now would keep, refuses what it would refuse, and expires the same."""
+    clock = task.Clock()
+    clock.advance(T0)
+    fast = open_location("memory:", clock=clock)
+    model = open_location("memory:", clock=clock)
+    rng = random.Random(3261)
+    aors = [AOR, "sip:bob@example.com"]
+    refused = 0
+    for step in range(3000):
+        flow = {"instance_id": "<urn:uuid:1>", "reg_id": rng.randint(1, 2)}
+        if rng.random() < 0.8:
+            flow = {}
+        binding = Binding(rng.choice(aors), f"sip:c{rng.randint(0, 3)}@h",
+                          expires_at=clock.seconds() + rng.choice([-1, 0, 5, 30, 60]),
+                          q=rng.choice([0.5, 1.0]), call_id=rng.choice(["A", "B"]),
+                          cseq=rng.randint(1, 6), **flow)  # fmt: skip
+        kept = fast.put_newer_now(binding)
+        assert kept == _put_newer_by_update(model, binding), (step, binding)
+        refused += not kept
+        if rng.random() < 0.1:
+            clock.advance(rng.choice([1, 10, 40]))
+        if rng.random() < 0.05:
+            assert _result(fast.purge_expired()) == _result(model.purge_expired()), step
+        assert _result(fast.count()) == _result(model.count()), step
+        if rng.random() < 0.1:  # reads drop expired bindings: not after every put
+            for aor in aors:
+                assert fast.get_now(aor) == model.get_now(aor), step
+    assert 100 < refused < 2900  # both outcomes were exercised
+
+
 # -- opening, URLs and failures -------------------------------------------------------
 
 
