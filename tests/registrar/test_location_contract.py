@@ -601,6 +601,58 @@ def test_put_newer_now_agrees_with_the_general_update_path() -> None:
     assert 100 < refused < 2900  # both outcomes were exercised
 
 
+def test_memory_expiry_index_is_exact_through_refreshes() -> None:
+    """memory:'s heap holds times to look, not one entry per write (memory.py): through
+    refreshes that lengthen and shorten expiry, removals, reads and purges, count() is
+    the live bindings, a purge leaves none expired behind, and refreshes do not grow
+    the heap."""
+    clock = task.Clock()
+    clock.advance(T0)
+    store = open_location("memory:", clock=clock)
+    rng = random.Random(1033)
+    aors = [f"sip:u{i}@example.com" for i in range(6)]
+    cseq = 0
+    for step in range(4000):
+        aor, contact = rng.choice(aors), f"sip:c{rng.randint(0, 2)}@h"
+        roll = rng.random()
+        cseq += 1
+        if roll < 0.55:
+            ttl = rng.choice([1, 5, 30, 60, 600])
+            store.update_now(aor, [Binding(aor, contact, clock.seconds() + ttl,
+                                           call_id="c", cseq=cseq)])
+        elif roll < 0.7:
+            store.put_newer_now(Binding(aor, contact, clock.seconds() + rng.choice([2, 40]),
+                                        call_id="c", cseq=cseq))
+        elif roll < 0.78:
+            store.update_now(aor, [Removal(contact, call_id="c", cseq=cseq)])
+        elif roll < 0.8:
+            store.remove_all(aor)
+        elif roll < 0.85:
+            store.get_now(aor)  # drops that AOR's expired bindings on the way
+        elif roll < 0.9:
+            _result(store.purge_expired())
+            stored = [b for entries in store._aors.values() for _, b in entries.values()]
+            assert all(b.expires_at > clock.seconds() for b in stored), step
+        else:
+            clock.advance(rng.choice([1, 3, 10, 45]))
+        live = sum(1 for entries in store._aors.values() for _, b in entries.values()
+                   if b.expires_at > clock.seconds())
+        assert _result(store.count()) == live, step
+
+    # One binding refreshed many times: its first entry covers every later expiry.
+    store = open_location("memory:", clock=clock)
+    for n in range(1, 5001):
+        store.update_now(AOR, [b("sip:a@h", expires=clock.seconds() - T0 + 60, cseq=n)])
+        clock.advance(0.01)
+    assert len(store._heap) == 1
+    clock.advance(59)  # past the first expiry, not the last
+    assert _result(store.purge_expired()) == 0
+    assert [x.cseq for x in store.get_now(AOR)] == [5000]
+    clock.advance(2)
+    assert _result(store.purge_expired()) == 1
+    assert _result(store.count()) == 0
+
+
 # -- opening, URLs and failures -------------------------------------------------------
 
 
