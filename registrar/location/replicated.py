@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import re
 import socket
@@ -159,7 +158,7 @@ def _json_opt(value: str | None) -> str:
 
 def _json_float(value: float, name: str) -> str:
     x = float(value)
-    if not math.isfinite(x):  # what json.dumps(allow_nan=False) refuses too
+    if x - x != 0.0:  # inf or nan, which json.dumps(allow_nan=False) refuses too
         raise ValueError(f"non-finite {name}: {x}")
     return repr(x)  # what json.dumps writes: exact, read back bit for bit
 
@@ -200,6 +199,8 @@ def sync_done_op(n: int) -> bytes:
 
 
 # -- parsing untrusted input ---------------------------------------------------------------
+# `x - x != 0.0` is `not math.isfinite(x)` (inf - inf and nan - nan are nan) without a
+# call through the math module, which compiled code makes generically: two per op.
 # json.loads gives exact types (str, int, float, bool, None, list, dict, never a
 # subclass), so `type(x) is T` is the check, and it refuses bools where ints are due.
 
@@ -212,7 +213,7 @@ def _number(value: Any, name: str) -> float:
         x = float(value)
     except OverflowError:  # an integer of 400 digits
         raise Malformed(f"bad {name}") from None
-    if not math.isfinite(x):  # 1e999 reads as inf
+    if x - x != 0.0:  # inf or nan (1e999 reads as inf)
         raise Malformed(f"bad {name}")
     return x
 
