@@ -107,6 +107,9 @@ class Via:
         self.params = {} if params is None else params
         self.protocol = protocol
 
+    # The parse classmethods here build `Via(...)`, `CSeq(...)`, not `cls(...)`: compiled
+    # code then calls the native constructor directly, not generically through the type
+    # object (three per REGISTER). None of these classes is subclassed.
     @classmethod
     def parse(cls, text: str) -> Via:
         # The usual form, "SIP/2.0/UDP host:port;params", without the Via regex: the
@@ -124,7 +127,7 @@ class Via:
                 if hostport is not None:
                     params = {} if semi < 0 else parse_params(text, semi)
                     _check_via_params(params)
-                    return cls(transport, hostport[0], hostport[1], params, "SIP/2.0")
+                    return Via(transport, hostport[0], hostport[1], params, "SIP/2.0")
         return cls.parse_general(text)
 
     @classmethod
@@ -147,7 +150,7 @@ class Via:
                 raise ParseError("Bad Via host") from None
         params = parse_params(text, m.end())
         _check_via_params(params)
-        return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
+        return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
     def __str__(self) -> str:
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
@@ -258,7 +261,7 @@ class CSeq:
         number = int(m.group(1))
         if number > MAX_CSEQ:
             raise ParseError("Bad CSeq")
-        return cls(number, m.group(2))
+        return CSeq(number, m.group(2))
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
@@ -278,12 +281,12 @@ class Contact:
     @classmethod
     def parse(cls, text: str) -> Contact:
         if text.strip(" \t") == "*":
-            return cls(None)
-        return cls(parse_name_addr(text))
+            return Contact(None)
+        return Contact(parse_name_addr(text))
 
     @classmethod
     def wildcard(cls) -> Contact:
-        return cls(None)
+        return Contact(None)
 
     @property
     def is_wildcard(self) -> bool:

@@ -228,11 +228,19 @@ class SipStack:
 
     def _new_server_transaction(self, request: Request, source: Address) -> ServerTransaction:
         send = _Reply(self.endpoint, source)
-        kind = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
-        tx = kind(
-            request, send, self._server_tu, self.clock, self.timers,
-            reliable=source.transport in RELIABLE,
-        )
+        reliable = source.transport in RELIABLE
+        # Each class named in its own call: compiled code then calls its native
+        # constructor directly; through a variable it is a generic call with a dict
+        # for the keyword (once per request).
+        tx: ServerTransaction
+        if request.method == "INVITE":
+            tx = ServerInviteTransaction(
+                request, send, self._server_tu, self.clock, self.timers, reliable=reliable
+            )
+        else:
+            tx = ServerNonInviteTransaction(
+                request, send, self._server_tu, self.clock, self.timers, reliable=reliable
+            )
         self.table.add(tx)
         return tx
 
@@ -264,10 +272,14 @@ class SipStack:
         def send(message: Message) -> None:
             endpoint.send(message, dest)
 
-        kind = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
-        tx = kind(
-            request, send, tu, self.clock, self.timers, reliable=dest.transport in RELIABLE
-        )
+        reliable = dest.transport in RELIABLE
+        tx: ClientTransaction
+        if request.method == "INVITE":  # two calls, as in _new_server_transaction
+            tx = ClientInviteTransaction(request, send, tu, self.clock, self.timers,
+                                         reliable=reliable)
+        else:
+            tx = ClientNonInviteTransaction(request, send, tu, self.clock, self.timers,
+                                            reliable=reliable)
         self.table.add(tx)
         tx.start()
         return tx
