@@ -80,6 +80,17 @@ MAX_KNOWN_AORS = 100_000
 LOCATION_RETRY_AFTER = 5
 
 
+def to_aor(request: Request) -> str:
+    """``normalise_aor(str(request.to.uri))``, from the To field's text when it is a bare
+    ``<URI>`` (what UAs send in a REGISTER): normalise_aor reads that form itself and
+    its cache answers, where formatting the parsed URI back to text cost about 2% of a
+    REGISTER. ValueError as normalise_aor."""
+    text = request.headers.get("To")
+    if text is None or not (text.startswith("<") and text.endswith(">")):
+        text = str(request.to.uri)
+    return normalise_aor(text)
+
+
 class _Forwarder:
     """The `ForkEnv` of one proxied request: ties a response context to the stack."""
 
@@ -273,7 +284,7 @@ class ProxyRole(BaseRole):
         # through `tx` and writes the `.location` the proxy reads bindings from. We only
         # note the AOR so that, once its bindings are gone, a call gets 480, not 404.
         try:
-            self._note_aor(normalise_aor(str(request.to.uri)))
+            self._note_aor(to_aor(request))
         except ValueError:
             pass
         self.registrar.answer(request, tx, source)
