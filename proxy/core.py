@@ -83,8 +83,8 @@ LOCATION_RETRY_AFTER = 5
 def to_aor(request: Request) -> str:
     """``normalise_aor(str(request.to.uri))``, from the To field's text when it is a bare
     ``<URI>`` (what UAs send in a REGISTER): normalise_aor reads that form itself and
-    its cache answers, where formatting the parsed URI back to text cost about 2% of a
-    REGISTER. ValueError as normalise_aor."""
+    its cache answers, where formatting the parsed URI back to text cost about 1% of a
+    REGISTER's instructions. ValueError as normalise_aor."""
     text = request.headers.get("To")
     if text is None or not (text.startswith("<") and text.endswith(">")):
         text = str(request.to.uri)

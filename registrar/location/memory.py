@@ -104,18 +104,20 @@ class MemoryLocationService:
                     and stored.cseq > binding.cseq):
                 return False
         seq = 0
-        if entries is not None and binding.expires_at > now:
+        general = entries is None or binding.expires_at <= now
+        if entries is not None and not general:
             for entry in entries.values():
                 if entry[1].expires_at <= now:
-                    seq = -1  # expired ones to drop: the general path
+                    general = True
                     break
                 if entry[0] > seq:
                     seq = entry[0]
-        if entries is None or seq < 0 or binding.expires_at <= now:
+        if general:
             # A new AOR, expired bindings to drop, or a put that expired on the way (a
             # removal): the general path.
             self._apply(aor, [binding], check_cseq=False)
             return True
+        assert entries is not None
         entries[key] = (seq + 1, binding)
         if old is None:
             self._size += 1
