@@ -121,6 +121,12 @@ GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DOWN = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
 _FULL = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 _UCRED = struct.Struct("iII")
+# Read once: module attributes are dict lookups from compiled code, and these were looked
+# up for every datagram received.
+_MSG_TRUNC: int = getattr(socket, "MSG_TRUNC", 0)
+_SCM_CREDENTIALS: int | None = getattr(socket, "SCM_CREDENTIALS", None)
+_SOL_SOCKET: int = socket.SOL_SOCKET
+_CMSG_SIZE: int = socket.CMSG_SPACE(_UCRED.size)
 
 
 def supported() -> bool:
@@ -748,7 +754,7 @@ class ReplicatedLocationService:
         sock = self._sock
         if sock is None:
             return
-        cmsg_size = socket.CMSG_SPACE(_UCRED.size)
+        cmsg_size = _CMSG_SIZE
         for _ in range(READS_PER_WAKEUP):
             try:
                 data, ancdata, flags, address = sock.recvmsg(RECV_SIZE, cmsg_size)
@@ -769,7 +775,7 @@ class ReplicatedLocationService:
                        addr=address)
             return
         try:
-            if flags & getattr(socket, "MSG_TRUNC", 0):
+            if flags & _MSG_TRUNC:
                 raise Malformed("truncated")
             ops = parse_ops(data)
         except Malformed as err:
@@ -787,11 +793,11 @@ class ReplicatedLocationService:
                             i=peer.index)
 
     def _same_user(self, ancdata: Any) -> bool:
-        scm = getattr(socket, "SCM_CREDENTIALS", None)
+        scm = _SCM_CREDENTIALS
         if scm is None:
             return True
         for level, kind, value in ancdata:
-            if level == socket.SOL_SOCKET and kind == scm and len(value) >= _UCRED.size:
+            if level == _SOL_SOCKET and kind == scm and len(value) >= _UCRED.size:
                 _pid, uid, _gid = _UCRED.unpack_from(value)
                 return uid == self._uid
         return False
