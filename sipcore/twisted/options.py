@@ -109,6 +109,10 @@ class ServerOptions(usage.Options):
         ["max-queue-delay", None, "0.25",
          "Seconds the oldest unread UDP datagram may have waited before new calls"
          " (INVITE) get 503 (0: off)."],
+        ["max-request-age", None, "0.4",
+         "Seconds a UDP request may have waited unread before it is dropped (0: off):"
+         " below T1 (0.5 s), so that what is answered is answered before its sender"
+         " retransmits it."],
         ["retry-after", None, "5", "Retry-After seconds in overload 503 answers."],
         # Brute-force protection of digest auth (registrar.bruteforce).
         ["auth-fail-limit", None, "5/60",
@@ -174,7 +178,7 @@ class ServerOptions(usage.Options):
                 value = kind(self[name])
             except ValueError:
                 value = -1
-            if value < 0:
+            if not value >= 0:  # also NaN
                 raise usage.UsageError(f"--{name}: want a number >= 0, got {self[name]!r}")
             return value
 
@@ -192,6 +196,7 @@ class ServerOptions(usage.Options):
             max_lingering=int(number("max-lingering")),
             max_lag=number("max-lag", float),
             max_queue_delay=number("max-queue-delay", float),
+            max_request_age=number("max-request-age", float),
             retry_after=int(number("retry-after")),
         )
 

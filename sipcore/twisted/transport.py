@@ -492,6 +492,9 @@ SO_TIMESTAMP: int = getattr(socket, "SO_TIMESTAMP", 29)
 #: SO_TIMESTAMP's control message: a struct timeval (SCM_TIMESTAMP == SO_TIMESTAMP).
 _TIMEVAL = struct.Struct("@ll")
 _STAMP_SPACE = socket.CMSG_SPACE(_TIMEVAL.size)
+#: Datagrams a stale read never drops: responses, and ACKs (nothing retransmits an ACK
+#: on its own; a lost one costs the far end a round of final-response retransmissions).
+_NEVER_STALE = (b"SIP/", b"ACK ")
 
 
 #: Host texts known to be IP literals, per address family (bounded: they come from
@@ -532,7 +535,11 @@ class _Bursts:
 
     With an overload guard that wants it, the first datagram of each burst is read with
     its kernel receive time (SO_TIMESTAMP): how long it waited is how far behind the
-    socket's queue is (`OverloadGuard.queue_delay`). One `recvmsg` per burst.
+    socket's queue is (`OverloadGuard.queue_delay`). One `recvmsg` per burst, unless
+    that datagram waited longer than the guard's `max_request_age`: then each
+    datagram is read with its time until one is younger, and the older requests are
+    dropped unread (`OverloadGuard.dropped_stale`; their senders have retransmitted
+    them, and the copies are queued behind).
     """
 
     __slots__ = ("port", "sock", "family", "held", "guard", "now")
@@ -548,7 +555,7 @@ class _Bursts:
         self.guard: OverloadGuard | None = None
         #: The clock of the kernel's timestamps (CLOCK_REALTIME); tests pass their own.
         self.now = now
-        if guard is not None and guard.max_queue_delay > 0:
+        if guard is not None and (guard.max_queue_delay > 0 or guard.max_request_age > 0):
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
             self.guard = guard
         # The reactor calls port.doRead() and we call port.write(): both go through here.
@@ -571,18 +578,32 @@ class _Bursts:
         budget: int = port.maxThroughput
         trim = self.family == socket.AF_INET6
         done = 0
-        stamp = self.guard is not None
+        guard = self.guard
+        # Stamped reads: the burst's first datagram, then every one while they are
+        # older than max_request_age (FIFO: once one is younger, so is the rest).
+        stamp = guard is not None
+        first = True
+        max_age = guard.max_request_age if guard is not None else 0.0
         while done < budget:
             try:
-                if stamp:
-                    stamp = False
+                if stamp and guard is not None:
                     data, ancillary, _flags, addr = sock.recvmsg(size, _STAMP_SPACE)
-                    self._note_wait(ancillary)
+                    waited = self._waited(ancillary)
+                    if first:
+                        first = False
+                        guard.queue_delay = waited
+                    if 0.0 < max_age < waited:
+                        if not data.startswith(_NEVER_STALE):
+                            done += len(data)
+                            guard.dropped_stale(waited)
+                            continue
+                    else:
+                        stamp = False
                 else:
                     data, addr = sock.recvfrom(size)
             except BlockingIOError:
-                if done == 0 and self.guard is not None:
-                    self.guard.queue_delay = 0.0  # nothing queued at all
+                if first and guard is not None:
+                    guard.queue_delay = 0.0  # nothing queued at all
                 return  # all read
             except InterruptedError:
                 continue
@@ -596,12 +617,13 @@ class _Bursts:
             except Exception:
                 log.failure("UDP datagram handler failed")
 
-    def _note_wait(self, ancillary: list[tuple[int, int, bytes]]) -> None:
-        guard = self.guard
+    def _waited(self, ancillary: list[tuple[int, int, bytes]]) -> float:
+        """Seconds the datagram with this ancillary data waited in the kernel."""
         for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and guard is not None:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
                 seconds, micro = _TIMEVAL.unpack_from(payload)
-                guard.queue_delay = max(0.0, self.now() - (seconds + micro / 1e6))
+                return max(0.0, self.now() - (seconds + micro / 1e6))
+        return 0.0
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         held = self.held

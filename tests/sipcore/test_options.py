@@ -27,6 +27,14 @@ def test_overload_limits_reach_the_protection_config():
     config = parsed("--max-queue-delay", "0.1", "--max-lag", "0")["protection"]
     assert (config.max_queue_delay, config.max_lag) == (0.1, 0.0)
     assert parsed()["protection"].max_queue_delay == 0.25
+    assert parsed()["protection"].max_request_age == 0.4  # below T1
+    assert parsed("--max-request-age", "0")["protection"].max_request_age == 0.0
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_a_bad_overload_limit_is_a_usage_error(value):
+    with pytest.raises(usage.UsageError, match="--max-request-age: want a number >= 0"):
+        parsed("--max-request-age", value)
 
 
 def test_repeatable_options():

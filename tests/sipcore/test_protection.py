@@ -300,6 +300,22 @@ def test_overload_guard_by_queue_delay(warnings):
     assert "datagrams queued 300 ms" in warnings[0]
 
 
+def test_dropped_requests_are_logged_at_most_every_10_s(warnings: list[str]) -> None:
+    clock = Clock()
+    guard = OverloadGuard(clock, max_request_age=0.5)
+    for _ in range(3):
+        guard.dropped_stale(0.7)
+    clock.advance(9.9)
+    guard.dropped_stale(0.8)
+    assert len(warnings) == 1
+    clock.advance(0.1)
+    guard.dropped_stale(1.2)
+    assert guard.stale == 5
+    assert len(warnings) == 2
+    assert ("dropped 4 UDP request(s) that waited over 500 ms unread (the latest 1200 ms)"
+            in warnings[1])
+
+
 def test_new_calls_get_503_while_datagrams_queue_too_long():
     stack, role, sent = make_stack(max_queue_delay=0.2)
     source = Address("UDP", "192.0.2.9", 5060)

@@ -157,7 +157,8 @@ def test_a_handler_that_raises_is_logged_and_the_burst_goes_on(
 def test_the_first_datagram_of_a_burst_tells_how_long_the_queue_waited() -> None:
     # The kernel stamps each datagram on arrival (SO_TIMESTAMP); reading 1.5 s "later"
     # (an injected clock, no sleep) the guard learns the queue is 1.5 s behind.
-    guard = OverloadGuard(Clock(), max_queue_delay=0.25)
+    # (Dropping old requests, max_request_age, is tested below.)
+    guard = OverloadGuard(Clock(), max_queue_delay=0.25, max_request_age=0.0)
     proto = Recorder()
     port = reactor.listenUDP(0, proto, interface="127.0.0.1")  # type: ignore[attr-defined]
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -188,8 +189,84 @@ def test_the_first_datagram_of_a_burst_tells_how_long_the_queue_waited() -> None
         peer.close()
 
 
+class Stale:
+    """A port under _Bursts with a guard whose clock reads each stamped datagram as
+    having waited the next of `waits` seconds (no sleep), and a peer that sends."""
+
+    def __init__(self, waits: list[float], max_request_age: float = 0.4) -> None:
+        self.guard = OverloadGuard(Clock(), max_queue_delay=0.25,
+                                   max_request_age=max_request_age)
+        self.proto = Recorder()
+        self.port = reactor.listenUDP(0, self.proto, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.waits = list(waits)
+        self.stamped = 0
+
+        def now() -> float:
+            self.stamped += 1
+            return time.time() + (self.waits.pop(0) if self.waits else 0.0)
+
+        _Bursts(self.port, self.guard, now=now)
+
+    def read(self, *datagrams: bytes) -> list[bytes]:
+        """What one burst delivers after the peer sent `datagrams` (loopback queues
+        each before `sendto` returns)."""
+        addr = ("127.0.0.1", self.port.getHost().port)
+        for data in datagrams:
+            self.peer.sendto(data, addr)
+        select.select([self.port.socket], [], [], 2.0)
+        self.proto.seen.clear()
+        self.port.doRead()
+        return [data for data, _ in self.proto.seen]
+
+    def close(self) -> None:
+        self.port.stopListening()
+        self.peer.close()
+
+
+def test_requests_that_waited_past_max_request_age_are_dropped_unread() -> None:
+    # Requests that waited 600 ms (over 400): dropped, their senders retransmit them.
+    # Responses and ACKs are kept (nothing would send them again).
+    rig = Stale([0.6] * 4)
+    try:
+        seen = rig.read(b"REGISTER sip:a.lab SIP/2.0\r\n", b"SIP/2.0 200 OK\r\n",
+                        b"ACK sip:b@a.lab SIP/2.0\r\n", b"OPTIONS sip:a.lab SIP/2.0\r\n")
+        assert seen == [b"SIP/2.0 200 OK\r\n", b"ACK sip:b@a.lab SIP/2.0\r\n"]
+        assert rig.guard.stale == 2
+        assert 0.6 <= rig.guard.queue_delay < 1.6  # the burst's first datagram
+        # Read at once, a request is answered.
+        assert rig.read(b"REGISTER sip:a.lab SIP/2.0\r\n") == [b"REGISTER sip:a.lab SIP/2.0\r\n"]
+        assert rig.guard.stale == 2
+    finally:
+        rig.close()
+
+
+def test_once_a_datagram_is_young_the_rest_of_the_burst_is_read_unstamped() -> None:
+    # Ages as the clock reports them: stale, young, then "stale" again, which a
+    # stamped read would drop; FIFO says the rest is younger, so it is not stamped.
+    rig = Stale([0.9, 0.1, 0.9, 0.9])
+    try:
+        seen = rig.read(b"INVITE sip:a SIP/2.0\r\n", b"INVITE sip:b SIP/2.0\r\n",
+                        b"INVITE sip:c SIP/2.0\r\n")
+        assert seen == [b"INVITE sip:b SIP/2.0\r\n", b"INVITE sip:c SIP/2.0\r\n"]
+        assert rig.guard.stale == 1 and rig.stamped == 2
+    finally:
+        rig.close()
+
+
+def test_with_max_request_age_0_nothing_is_dropped() -> None:
+    rig = Stale([5.0] * 3, max_request_age=0.0)
+    try:
+        seen = rig.read(b"INVITE sip:a SIP/2.0\r\n", b"BYE sip:b SIP/2.0\r\n")
+        assert seen == [b"INVITE sip:a SIP/2.0\r\n", b"BYE sip:b SIP/2.0\r\n"]
+        assert rig.guard.stale == 0 and rig.stamped == 1  # only the queue's age
+        assert rig.guard.queue_delay >= 5.0
+    finally:
+        rig.close()
+
+
 def test_without_a_queue_delay_limit_the_socket_is_not_stamped() -> None:
-    guard = OverloadGuard(Clock(), max_queue_delay=0.0)
+    guard = OverloadGuard(Clock(), max_queue_delay=0.0, max_request_age=0.0)
     port = reactor.listenUDP(0, Recorder(), interface="127.0.0.1")  # type: ignore[attr-defined]
     try:
         bursts = _Bursts(port, guard)
