@@ -99,7 +99,8 @@ def main() -> int:
             sipplib.process_tree(args.target_pid) if args.target_pid else None)
 
         def step(rate: int, seconds: float = args.seconds) -> sipplib.Step:
-            result = sipplib.run_step(rate, seconds, commands, workdir, pids, (host, port))
+            result = sipplib.run_step(rate, seconds, commands, workdir, pids, (host, port),
+                                      args.stall)
             time.sleep(0.5)  # let the last BYEs finish before the next step
             return result
 

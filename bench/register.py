@@ -70,7 +70,8 @@ def measure(label: str, target: str, auth: bool, args: argparse.Namespace, workd
     pids = server.pids if server else target_pids(args)
 
     def step(rate: int, seconds: float = args.seconds) -> sipplib.Step:
-        return sipplib.run_step(rate, seconds, commands, workdir, pids, (host, int(port)))
+        return sipplib.run_step(rate, seconds, commands, workdir, pids, (host, int(port)),
+                                args.stall)
 
     best = sipplib.ramp(label, args.start, args.max_rate, args.seconds, args.bisect, step,
                         max_steps=args.max_steps, budget=args.budget)

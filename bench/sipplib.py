@@ -371,12 +371,65 @@ def read_rtts(directory: Path) -> list[float]:
     return out
 
 
+class Stall:
+    """Stops the server's processes (SIGSTOP, by PID: processes this run started or was
+    given with --target-pid) `at` seconds into a step, for `seconds`, then lets them
+    go on (SIGCONT): how a server comes back from having fallen behind once, as after
+    a long pause or a burst, at a rate it otherwise carries."""
+
+    def __init__(self, pids: list[int], at: float, seconds: float) -> None:
+        self.pids, self.at, self.seconds = pids, at, seconds
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        if self.done.wait(self.at):
+            return  # the step ended first
+        stopped = []
+        try:
+            for pid in self.pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+                except ProcessLookupError:
+                    pass
+            time.sleep(self.seconds)
+        finally:
+            for pid in stopped:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+    def finish(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def parse_stall(text: str) -> tuple[float, float]:
+    """`AT:SECONDS` (--stall) -> (at, seconds); argparse shows the ValueError's type."""
+    at, sep, length = text.partition(":")
+    try:
+        value = (float(at), float(length))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want AT:SECONDS, e.g. 10:2, got {text!r}") from None
+    if not sep or not (0 <= value[0] < 3600 and 0 < value[1] <= 60):
+        raise argparse.ArgumentTypeError(
+            f"want AT:SECONDS with 0 <= AT < 3600 and 0 < SECONDS <= 60, got {text!r}")
+    return value
+
+
 def run_step(
     rate: int, seconds: float, commands: Callable[[int, int, Path], list[list[str]]],
     workdir: Path, server_pids: list[int] | None, probe_target: tuple[str, int] | None,
+    stall: tuple[float, float] | None = None,
 ) -> Step:
     """One load step: `commands(rate, calls, step_dir)` gives one sipp command per
-    process (the rate already split among them); all run at once."""
+    process (the rate already split among them); all run at once. `stall`: (at,
+    seconds) to stop the server's processes for, see `Stall`."""
     calls = max(1, int(rate * seconds))
     step_dir = workdir / f"step-{rate}-{time.monotonic_ns()}"
     step_dir.mkdir()
@@ -388,6 +441,9 @@ def run_step(
         probe.start()
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               cwd=step_dir, text=True) for argv in argvs]
+    stopper = Stall(server_pids, *stall) if stall and server_pids else None
+    if stopper:
+        stopper.start()
     screens: list[str] = []
     limit = seconds + 30
     for proc in procs:
@@ -397,6 +453,8 @@ def run_step(
             os.kill(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate(timeout=5)
         screens.append(out or "")
+    if stopper:
+        stopper.finish()
     elapsed = time.monotonic() - started
     if probe:
         probe.stop()
@@ -540,3 +598,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_default: str) -
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="then hold the best rate this long (e.g. 40: past Timer J)")
+    parser.add_argument("--stall", type=parse_stall, default=None, metavar="AT:SECONDS",
+                        help="stop the server's processes (SIGSTOP) AT s into each step "
+                             "for SECONDS s: does it catch up? (with --target: only "
+                             "given --target-pid)")

@@ -112,3 +112,56 @@ def test_twisted_registrar_answers_register() -> None:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_stall_stops_the_processes_for_its_length_then_lets_them_go_on() -> None:
+    from bench.sipplib import Stall
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stall = Stall([child.pid], at=0.0, seconds=0.5)
+        stall.start()
+        deadline = time.monotonic() + 5
+        while _state(child.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(child.pid) == "T"  # stopped
+        stall.finish()  # waits out the stall
+        assert _state(child.pid) in ("S", "R")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_stall_after_the_step_never_stops_anything() -> None:
+    from bench.sipplib import Stall
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stall = Stall([child.pid], at=60.0, seconds=1.0)
+        stall.start()
+        stall.finish()  # the step ended first: returns at once, nothing stopped
+        assert not stall.thread.is_alive() and _state(child.pid) in ("S", "R")
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("text", ["2", "a:1", "1:0", "-1:2", "1:61", "nan:1"])
+def test_a_bad_stall_is_refused(text: str) -> None:
+    import argparse
+
+    from bench.sipplib import parse_stall
+
+    assert parse_stall("10:2") == (10.0, 2.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="AT:SECONDS"):
+        parse_stall(text)
+
+
+def test_register_quick_with_a_stall() -> None:
+    sipp_binary()
+    out = run_quick("register.py", "--stall", "0.2:0.3")
+    assert re.search(r"RESULT bench=register config=\S+ rate=\d+ ", out), out
