@@ -195,10 +195,11 @@ def test_new_calls_get_503_while_datagrams_wait_too_long(start_server):
     # there 0.6 s, more than --max-queue-delay, as they would behind a backlog. Read
     # with their kernel timestamps once it runs again, the new INVITE is refused; the
     # OPTIONS (not a new call) is answered as usual. Then, with nothing queued, a new
-    # INVITE is routed again (404: nobody is registered).
+    # INVITE is routed again (404: nobody is registered). (--max-request-age 0: the
+    # next test drops requests that waited this long.)
     proxy = start_server(
         "sipproxy", "--domain", "a.lab", "--location", "memory:", "--quiet",
-        "--max-queue-delay", "0.3", "--retry-after", "11",
+        "--max-queue-delay", "0.3", "--retry-after", "11", "--max-request-age", "0",
     )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -217,6 +218,32 @@ def test_new_calls_get_503_while_datagrams_wait_too_long(start_server):
         assert final_statuses(s) == [404]
     assert proxy.alive()
     assert "datagrams queued" in proxy.output()
+
+
+def test_requests_that_waited_past_max_request_age_are_dropped_and_answered_when_resent(
+    start_server,
+):
+    # Stopped for 0.7 s while two OPTIONS reach its socket, the server
+    # finds them older than --max-request-age (0.4 s by default): it drops them
+    # unread, as their senders have retransmitted them by then (T1 = 0.5 s). The
+    # same requests sent again are answered at once.
+    proxy = start_server("sipproxy", "--domain", "a.lab", "--location", "memory:", "--quiet")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        sent = [udp_request(s, proxy.port, 1), udp_request(s, proxy.port, 2)]
+        os.kill(proxy.proc.pid, signal.SIGSTOP)
+        try:
+            for data in sent:
+                s.sendto(data, ("127.0.0.1", proxy.port))
+            time.sleep(0.7)
+        finally:
+            os.kill(proxy.proc.pid, signal.SIGCONT)
+        assert drain(s) == []
+        for data in sent:  # the retransmissions
+            s.sendto(data, ("127.0.0.1", proxy.port))
+        assert sorted(status_of(a) for a in drain(s)) == [200, 200]
+    assert proxy.alive()
+    assert "overload: dropped 1 UDP request(s) that waited over 400 ms" in proxy.output()
 
 
 @pytest.mark.parametrize("value", ["x/1", "10/0"])
