@@ -410,7 +410,7 @@ class Stall:
 
 
 def parse_stall(text: str) -> tuple[float, float]:
-    """`AT:SECONDS` (--stall) -> (at, seconds); argparse shows the ValueError's type."""
+    """`AT:SECONDS` (--stall) -> (at, seconds); argparse prints the error's message."""
     at, sep, length = text.partition(":")
     try:
         value = (float(at), float(length))
@@ -446,15 +446,18 @@ def run_step(
         stopper.start()
     screens: list[str] = []
     limit = seconds + 30
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=max(1.0, limit - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate(timeout=5)
-        screens.append(out or "")
-    if stopper:
-        stopper.finish()
+    try:
+        for proc in procs:
+            try:
+                out, _ = proc.communicate(
+                    timeout=max(1.0, limit - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate(timeout=5)
+            screens.append(out or "")
+    finally:
+        if stopper:
+            stopper.finish()  # never leaves the server stopped
     elapsed = time.monotonic() - started
     if probe:
         probe.stop()
