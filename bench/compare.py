@@ -7,8 +7,7 @@ bench/sipplib.py for the pass rule) against:
 
 - `twistd sipproxy`, 1 worker, memory: location store;
 - `twistd sipproxy --workers 2` (SO_REUSEPORT; memory: replicated between the workers,
-  registrar.location.replicated; register.py runs 2 sipp processes per worker, since
-  the kernel spreads datagrams over the workers by source address);
+  registrar.location.replicated);
 - Kamailio 5.6 (Debian package `kamailio`) with bench/kamailio/kamailio.cfg, our
   config for the same job: in-memory registrar (usrloc db_mode 0) plus a stateful
   record-routing proxy, no auth, UDP, with N UDP worker children (default 4 and 2);
@@ -17,13 +16,19 @@ bench/sipplib.py for the pass rule) against:
   ("about 17,000 REGISTER/s on one core"). It is stateless, ignores Expires and
   cannot route calls, so its calls cell says so. --no-twisted leaves the row out.
 
+REGISTER load comes from the same number of sipp processes for every server
+(`--register-sipp`, 4): the kernel spreads datagrams over our workers by source
+address, so 2 workers need several; and one sipp process is itself the limit near
+30,000 REGISTER/s (Kamailio held 30,000/s for 40 s from 2 processes, and collapsed
+from 1, done 1,364-2,424/s).
+
 Kamailio and Twisted's registrar are started here as processes on a free loopback
 port, given to the scripts with --target/--target-pid (so their CPU% and RSS are
 measured as ours are) and stopped by their PIDs. Without kamailio installed its rows
 say so; nothing else changes.
 
     python bench/compare.py [--quick] [--seconds 5] [--hold 40] [--children 4,2]
-                            [--only register] [--no-twisted]
+                            [--only register] [--no-twisted] [--register-sipp 4]
 
 After each ramp the best rate is held for --hold seconds (after 33 s for the ramp's
 overload to drain; stepping down 10% if it fails): ramp steps are a few seconds,
@@ -149,7 +154,11 @@ def main() -> int:
                         help="hold each best rate this long, past Timer J (0: no hold)")
     parser.add_argument("--twisted", action=argparse.BooleanOptionalAction, default=True,
                         help="measure Twisted's RegisterProxy too (REGISTER only)")
+    parser.add_argument("--register-sipp", type=int, default=4,
+                        help="sipp processes sending REGISTERs, the same for every server")
     args = parser.parse_args()
+    if not 1 <= args.register_sipp <= 16:
+        parser.error("--register-sipp must be within 1..16")
     quick = args.quick or sipplib.quick_mode()
     if sipplib.sipp_binary() is None:
         print("compare.py: sipp is not installed (Debian package sip-tester); skipped")
@@ -163,12 +172,18 @@ def main() -> int:
         if results:
             rows.setdefault(server, {})[bench] = results[-1]
 
+    # One load generator for every server: the same sipp processes for REGISTER.
+    register_sipp = ["--sipp", str(args.register_sipp)]
+
+    def per_bench(bench: str) -> list[str]:
+        return register_sipp if bench == "register" else []
+
     ours = [("sipproxy 1 worker (memory:)", [], ["--only", "memory"]),
             ("sipproxy 2 workers (memory:)", ["--workers", "2"], ["--only", "memory"])]
     for name, workers, register_only in ours:
         for bench in benches:
             print(f"\n=== {name}: {bench} ===", flush=True)
-            extra = register_only if bench == "register" else []
+            extra = [*per_bench(bench), *(register_only if bench == "register" else [])]
             record(name, bench, run_script([str(HERE / f"{bench}.py"), *common, *workers,
                                             *extra]))
     children = [int(c) for c in args.children.split(",") if c.strip()]
@@ -183,7 +198,7 @@ def main() -> int:
             else:
                 try:
                     record(TWISTED_ROW, "register", run_script([
-                        str(HERE / "register.py"), *common,
+                        str(HERE / "register.py"), *common, *register_sipp,
                         "--target", f"127.0.0.1:{tw.port}", "--target-pid",
                         str(tw.proc.pid), "--config-name", "twisted_sip"]))
                 finally:
@@ -200,7 +215,7 @@ def main() -> int:
                     break
                 try:
                     record(name, bench, run_script([
-                        str(HERE / f"{bench}.py"), *common,
+                        str(HERE / f"{bench}.py"), *common, *per_bench(bench),
                         "--target", f"127.0.0.1:{kam.port}", "--target-pid",
                         str(kam.proc.pid), "--config-name", f"kamailio{n}"]))
                 finally:
