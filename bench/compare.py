@@ -183,7 +183,7 @@ def main() -> int:
     for name, workers, register_only in ours:
         for bench in benches:
             print(f"\n=== {name}: {bench} ===", flush=True)
-            extra = [*per_bench(bench), *(register_only if bench == "register" else [])]
+            extra = [*register_sipp, *register_only] if bench == "register" else []
             record(name, bench, run_script([str(HERE / f"{bench}.py"), *common, *workers,
                                             *extra]))
     children = [int(c) for c in args.children.split(",") if c.strip()]
