@@ -51,7 +51,7 @@ from proxy.validation import (
     received_route,
 )
 from registrar.bruteforce import AuthGuard, guard_from_config
-from registrar.location import LocationError, normalise_aor, open_location
+from registrar.location import LocationError, open_location
 from sipcore.digest import AuthOutcome, Credentials, DigestAuthenticator
 from sipcore.errors import ParseError
 from sipcore.ids import new_tag
@@ -78,17 +78,6 @@ UPSTREAM_FAILOVER = frozenset({408, 503})
 MAX_KNOWN_AORS = 100_000
 #: Retry-After seconds when the location store cannot be read (as registrar.RETRY_AFTER).
 LOCATION_RETRY_AFTER = 5
-
-
-def to_aor(request: Request) -> str:
-    """``normalise_aor(str(request.to.uri))``, from the To field's text when it is a bare
-    ``<URI>`` (what UAs send in a REGISTER): normalise_aor reads that form itself and
-    its cache answers, where formatting the parsed URI back to text cost about 1% of a
-    REGISTER's instructions. ValueError as normalise_aor."""
-    text = request.headers.get("To")
-    if text is None or not (text.startswith("<") and text.endswith(">")):
-        text = str(request.to.uri)
-    return normalise_aor(text)
 
 
 class _Forwarder:
@@ -189,6 +178,7 @@ class ProxyRole(BaseRole):
             auth_algorithms=[a.strip() for a in algorithms.split(",") if a.strip()],
             auth_guard=self.auth_guard,
         )
+        self.registrar.on_update = self._note_aor
 
     def stop(self) -> Any:
         if self.location is not None:
@@ -281,12 +271,8 @@ class ProxyRole(BaseRole):
 
     def _registrar_handle(self, request: Request, tx: ServerTxHandle, source: Address) -> None:
         # Hook for the registrar (RFC 3261 §10.3): `self.registrar` answers REGISTER
-        # through `tx` and writes the `.location` the proxy reads bindings from. We only
-        # note the AOR so that, once its bindings are gone, a call gets 480, not 404.
-        try:
-            self._note_aor(to_aor(request))
-        except ValueError:
-            pass
+        # through `tx` and writes the `.location` the proxy reads bindings from; it
+        # tells `_note_aor` each AOR it updated (480 rather than 404 once they are gone).
         self.registrar.answer(request, tx, source)
 
     def _note_aor(self, aor: str) -> None:

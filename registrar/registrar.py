@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import email.utils
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,6 +230,10 @@ class Registrar:
         # Date header text for one whole second of `clock` (many 200s share it).
         self._date_second: int | None = None
         self._date_text = ""
+        #: Called with the AOR of every REGISTER whose changes the store applied (the
+        #: proxy's known AORs: 480 rather than 404 once the bindings are gone). The AOR
+        #: is the store's key, computed once here rather than again by the caller.
+        self.on_update: Callable[[str], None] | None = None
 
     @property
     def location(self) -> LocationService:
@@ -263,6 +267,8 @@ class Registrar:
             plan = self._check(request, source)
             bindings = self._apply_now(plan)
             if bindings is not None:
+                if not plan.query_only and self.on_update is not None:
+                    self.on_update(plan.aor)
                 # A store that answers synchronously (memory:): no Deferred chain and
                 # no per-request callback objects.
                 response = self._ok(request, bindings, to_tag, plan.path)
@@ -271,6 +277,8 @@ class Registrar:
                 return None
             reply = _Reply(self, request, tx, to_tag)
             d = self._apply(plan)
+            if not plan.query_only:
+                d.addCallback(self._updated, plan.aor)
             d.addCallback(reply.ok)
         except Exception:
             d = defer.fail()
@@ -459,6 +467,11 @@ class Registrar:
         return defer.maybeDeferred(  # type: ignore[call-overload]
             self.location.update, plan.aor, plan.changes
         )
+
+    def _updated(self, bindings: list[Binding], aor: str) -> list[Binding]:
+        if self.on_update is not None:
+            self.on_update(aor)
+        return bindings
 
     # -- responses ---------------------------------------------------------------------
 

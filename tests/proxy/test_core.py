@@ -75,6 +75,31 @@ def test_unknown_user_404_and_known_but_gone_480(clock):
     assert deliver(role, invite("sip:carol@a.lab")).statuses == [480]
 
 
+def test_a_registration_makes_its_aor_known_once_applied(clock):
+    role = make_role(clock)
+    # Refused before the store (not our domain): nothing is noted.
+    foreign = request(
+        "REGISTER sip:b.lab SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bKf1\n"
+        "From: <sip:dave@b.lab>;tag=r\nTo: <sip:dave@b.lab>\nCall-ID: reg-dave\n"
+        "CSeq: 1 REGISTER\nContact: <sip:dave@10.0.0.2:5080>\n"
+    )
+    assert deliver(role, foreign).statuses == [404]
+    # A query changes nothing and notes nothing.
+    query = request(
+        "REGISTER sip:a.lab SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.2:5080;branch=z9hG4bKq1\n"
+        "From: <sip:erin@a.lab>;tag=r\nTo: <sip:erin@a.lab>\nCall-ID: reg-erin\n"
+        "CSeq: 1 REGISTER\n"
+    )
+    assert deliver(role, query).statuses == [200]
+    assert role.known_aors == set()
+    # The store's key (the registrar's AOR: no port, host lower-cased) is what is noted.
+    register(role, user="bob")
+    assert role.known_aors == {"sip:bob@a.lab"}
+    clock.advance(601)  # the binding expired: bob exists but is not reachable
+    assert deliver(role, invite("sip:bob@a.lab")).statuses == [480]
+    assert deliver(role, invite("sip:erin@a.lab")).statuses == [404]
+
+
 def test_known_aors_stay_bounded_whoever_notes_them(clock, monkeypatch):
     # REGISTERs here and bindings replicated from other workers both note AORs.
     monkeypatch.setattr("proxy.core.MAX_KNOWN_AORS", 3)

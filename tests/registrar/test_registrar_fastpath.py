@@ -155,3 +155,43 @@ def test_tx_sees_one_final_response_for_each_register(registrar):
         tx = FakeTx()
         registrar.handle(register(cseq=cseq, expires="300"), tx, SOURCE)
         assert tx.final.status == 200
+
+
+# -- on_update: the AORs the store changed ------------------------------------------------
+
+
+class _LaterStore:
+    """A memory store that answers only through Deferreds, a clock tick later (the
+    path the sqlite: and redis: stores take)."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+        self.inner = open_location("memory:", clock)
+
+    def get(self, aor):
+        return task.deferLater(self.clock, 0, self.inner.get_now, aor)
+
+    def update(self, aor, changes):
+        return task.deferLater(self.clock, 0, self.inner.update_now, aor, changes)
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_on_update_names_each_applied_aor_once(clock, later):
+    store = _LaterStore(clock) if later else open_location("memory:", clock)
+    registrar = Registrar(["a.lab"], store, clock)
+    noted: list[str] = []
+    registrar.on_update = noted.append
+    requests = [
+        register(to="sip:Alice@A.LAB:5070", expires="300"),
+        register(to="sip:alice@a.lab", contact=None, cseq=2),  # a query
+        register(uri="sip:b.lab", to="sip:bob@b.lab", call_id="c2"),  # 404
+        register(contact="*", expires="0", cseq=3, to="sip:Alice@A.LAB:5070"),
+    ]
+    statuses = []
+    for request in requests:
+        tx = FakeTx()
+        registrar.handle(request, tx, SOURCE)
+        clock.advance(0)
+        statuses.append(tx.final.status)
+    assert statuses == [200, 200, 404, 200]
+    assert noted == ["sip:Alice@a.lab", "sip:Alice@a.lab"]
