@@ -459,17 +459,27 @@ def parse_params(text: str, pos: int = 0) -> dict[str, str | None]:
     Values are kept as received (quoted strings keep their quotes).
     """
     params: dict[str, str | None] = {}
-    if pos >= len(text):
-        return params
-    if _SIMPLE_PARAMS_RE.fullmatch(text, pos):
-        # The common case (no LWS, no quotes): one regex check, then plain splits,
-        # which give exactly what the general loop below would.
-        if pos < len(text):
-            for item in text[pos + 1 :].split(";"):
-                name, eq, value = item.partition("=")
-                params[name.lower()] = value if eq else None
-        return params
     end = len(text)
+    if pos >= end:
+        return params
+    if text[pos] == ";":
+        # The common case: ``(;token[=value])*`` with no LWS and no quotes, where
+        # plain splits give exactly what the general loop below would. Names and
+        # values of letters and digits only (tag, expires, rport ...) are checked with
+        # str.isalnum, a tenth of the cost of the regex that checks the rest.
+        tail = text[pos + 1 :]
+        if tail.isascii():  # (the regex's classes are ASCII)
+            checked = False
+            for item in tail.split(";"):
+                name, eq, value = item.partition("=")
+                if not checked and not (name.isalnum() and (not eq or value.isalnum())):
+                    if not _SIMPLE_PARAMS_RE.fullmatch(text, pos):
+                        break
+                    checked = True  # the whole tail is valid
+                params[name.lower()] = value if eq else None
+            else:
+                return params
+            params = {}
     match = GEN_PARAM_RE.match
     while pos < end:
         m = match(text, pos)
