@@ -8,7 +8,7 @@ without LWS), so each property compares a value with the same value after a spac
 from __future__ import annotations
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sipcore.errors import ParseError
@@ -27,8 +27,12 @@ def _outcome(parse, text):
         return ("ParseError", err.reason)
 
 
+@settings(max_examples=400)
 @given(st.text(alphabet=_ALPHABET, max_size=30))
 @example("tag=abc;lr")
+@example("x=a b")
+@example("x=a\tb;y")
+@example("x=a-b.c/d")
 @example("branch=z9hG4bK-1-0;rport")
 @example("maddr=[2001:db8::1];received=192.0.2.1")
 @example("a=;b")
