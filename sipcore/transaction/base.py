@@ -388,18 +388,23 @@ class DueQueue:
     entry that is due. Subclasses say what expiring an item means (:meth:`_due`).
     """
 
-    __slots__ = ("clock", "delay", "entries", "call", "__weakref__")
+    __slots__ = ("clock", "delay", "deadlines", "items", "call", "__weakref__")
 
     def __init__(self, clock: Clock, delay: float) -> None:
         self.clock = clock
         self.delay = delay
-        self.entries: deque[tuple[float, Any]] = deque()
+        # Two deques in step rather than one of (deadline, item) pairs: a pair per entry
+        # would be one more object for every REGISTER to allocate, and for the cyclic
+        # collector to visit while it waits out Timer J.
+        self.deadlines: deque[float] = deque()
+        self.items: deque[Any] = deque()
         self.call: DelayedCall | None = None
 
     def push(self, item: Any) -> float:
         """Append ``item``; returns its deadline."""
         deadline = self.clock.seconds() + self.delay
-        self.entries.append((deadline, item))
+        self.deadlines.append(deadline)
+        self.items.append(item)
         if self.call is None:
             self.call = self.clock.callLater(self.delay, self._expire)
         return deadline
@@ -409,18 +414,20 @@ class DueQueue:
 
     def _expire(self) -> None:
         self.call = None
-        entries = self.entries
+        deadlines = self.deadlines
+        items = self.items
         now = self.clock.seconds()
-        while entries and entries[0][0] <= now:
-            deadline, item = entries.popleft()
+        while deadlines and deadlines[0] <= now:
+            deadline = deadlines.popleft()
+            item = items.popleft()
             try:
                 self._due(item, deadline)
             except Exception:
                 # One failing callback must not hold up the entries behind it (with a
                 # DelayedCall each, it would not have either).
                 log.exception("%r: error on expiry", item)
-        if entries:
-            self.call = self.clock.callLater(max(0.0, entries[0][0] - now), self._expire)
+        if deadlines:
+            self.call = self.clock.callLater(max(0.0, deadlines[0] - now), self._expire)
 
 
 class _LingerQueue(DueQueue):
