@@ -153,9 +153,19 @@ class Via:
         return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
     def __str__(self) -> str:
-        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
-        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
-        return f"{self.protocol}/{self.transport} {hostport}{params}"
+        # One join over the pieces: no generator object and no f-string per parameter
+        # (a Via is formatted for every request a proxy stamps or forwards).
+        parts = [self.protocol, "/", self.transport, " ", self.host]
+        if self.port is not None:
+            parts.append(":")
+            parts.append(str(self.port))
+        for k, v in self.params.items():
+            parts.append(";")
+            parts.append(k)
+            if v is not None:
+                parts.append("=")
+                parts.append(v)
+        return "".join(parts)
 
     def _param(self, name: str) -> str | None:
         value = self.params.get(name, False)

@@ -631,21 +631,35 @@ class Message:
     def serialise(self) -> bytes:
         body = self.body
         blen = str(len(body))
-        lines = [self.start_line()]
-        append = lines.append
+        # The pieces of every line go into one list for one join: a field added or
+        # changed here (no raw text) costs no "name: value" string of its own. (Called
+        # as `parts.append`: compiled, that is a direct list append, where a bound
+        # method kept in a local is a generic call.)
+        parts = [self.start_line()]
         have_cl = False
         for key, name, value, raw in self.headers._fields:
             if key == "content-length":
                 if have_cl:
                     continue  # a duplicate would be a framing error downstream
                 have_cl = True
-                append(raw if raw is not None and value == blen else f"{name}: {blen}")
-            else:
-                append(raw if raw is not None else f"{name}: {value}")
+                if raw is not None and value == blen:
+                    parts.append("\r\n")
+                    parts.append(raw)
+                    continue
+                value = blen
+            elif raw is not None:
+                parts.append("\r\n")
+                parts.append(raw)
+                continue
+            parts.append("\r\n")
+            parts.append(name)
+            parts.append(": ")
+            parts.append(value)
         if not have_cl:
-            append(f"Content-Length: {blen}")
-        append("\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+            parts.append("\r\nContent-Length: ")
+            parts.append(blen)
+        parts.append("\r\n\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + body
 
     def __bytes__(self) -> bytes:
         return self.serialise()
@@ -832,7 +846,6 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     if len(raw_lines) - 1 > MAX_HEADERS:
         raise ParseError("Too Many Headers")
     fields: list[_Field] = []
-    append = fields.append
     keys = _KEYS
     clen: str | None = None
     # No line can be longer than the whole block: then skip the per-line check.
@@ -856,7 +869,7 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
             if clen is not None:
                 raise ParseError("Multiple Content-Length headers")
             clen = value
-        append((key, name, value, raw))
+        fields.append((key, name, value, raw))  # a direct list append when compiled
     headers._fields = fields
     return msg, (None if clen is None else _content_length(clen))
 
