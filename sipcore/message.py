@@ -315,12 +315,15 @@ class Headers:
         if key is None:
             self._cache = {}
             return
+        # `in` and `del` rather than dict.pop(k, None), a generic call when compiled.
         deps = _CACHE_DEPS.get(key)
         if deps is None:
-            cache.pop(key, None)
+            if key in cache:
+                del cache[key]
         else:
             for dep in deps:
-                cache.pop(dep, None)
+                if dep in cache:
+                    del cache[dep]
 
     def add(self, name: str, value: object) -> None:
         """Append a field."""
@@ -687,7 +690,9 @@ class Request(Message):
         self.method = method
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
         self.headers = _as_headers(headers)
-        self.body = bytes(body)
+        # bytes(x) is a generic call from compiled code: copy only what
+        # is not bytes already (a bytearray, a memoryview).
+        self.body = body if type(body) is bytes else bytes(body)
         self.version = version
 
     def start_line(self) -> str:
@@ -749,7 +754,7 @@ class Response(Message):
         self.status = status
         self.reason = reason_for(status) if reason is None else reason
         self.headers = _as_headers(headers)
-        self.body = bytes(body)
+        self.body = body if type(body) is bytes else bytes(body)  # as in Request
         self.version = version
 
     def start_line(self) -> str:
