@@ -165,3 +165,28 @@ def test_register_quick_with_a_stall() -> None:
     sipp_binary()
     out = run_quick("register.py", "--stall", "0.2:0.3")
     assert re.search(r"RESULT bench=register config=\S+ rate=\d+ ", out), out
+
+
+def test_instructions_workload_answers_every_register() -> None:
+    # The counted run itself, small and without valgrind: what valgrind would run.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--child", "60",
+         "--users", "40"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "valgrind is not installed"),
+    (["--few", "5", "--many", "5"], "need 0 <= --few < --many"),
+    (["--users", "0"], "need --users >= 1"),
+])
+def test_instructions_refuses_in_one_line(tmp_path: Path, args: list[str],
+                                           message: str) -> None:
+    # An empty PATH: no valgrind, whatever this machine has.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=dict(os.environ, PATH=str(tmp_path)))
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"instructions: {message}"), lines
