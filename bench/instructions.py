@@ -62,9 +62,12 @@ def count(runs: list[int], users: int, out_dir: str) -> list[int]:
             "--child", str(refreshes), "--users", str(users),
         ]
         children.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+    # Both waited for before either is judged: a failed run must not leave the other
+    # running on past this process (and its temporary directory).
+    codes = [child.wait() for child in children]
     counts = []
-    for refreshes, child in zip(runs, children):
-        if child.wait() != 0:
+    for refreshes, code in zip(runs, codes):
+        if code != 0:
             raise RuntimeError(f"the run with {refreshes} refreshes failed")
         log = Path(out_dir) / f"cg.{refreshes}.log"
         m = re.search(r"Collected : (\d+)", log.read_text())
