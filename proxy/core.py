@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -67,7 +67,7 @@ from sipcore.uri import SipURI, parse_name_addr
 log = Logger(namespace="proxy.core")
 
 #: `_targets_now` answer meaning "only a Deferred can tell" (None is a valid result).
-_ASYNC = object()
+_ASYNC: Final = object()
 
 #: RFC 3263 §4.3 fail-over: an upstream that does not answer at all within this many
 #: seconds is given up for the next one (Timer B, 32 s, would be the RFC's worst case).

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sipcore.headers import Via
 from sipcore.message import Request
-from sipcore.twisted.transport import Address
+from sipcore.twisted.transport import Address, address
 from sipcore.uri import URI, SipURI, parse_name_addr, parse_uri
 
 __all__ = [
@@ -82,7 +82,7 @@ def uri_address(uri: SipURI) -> Address | None:
     if not is_ip_literal(host):
         return None
     transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
-    return Address(transport, host.strip("[]"), uri.port or _default_port(uri))
+    return address(transport, host.strip("[]"), uri.port or _default_port(uri))
 
 
 def parse_received(text: str | None) -> Address | None:
@@ -107,7 +107,7 @@ def parse_received(text: str | None) -> Address | None:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not is_ip_literal(host):
         return None
-    return Address(transport, host.strip("[]"), int(port))
+    return address(transport, host.strip("[]"), int(port))
 
 
 @dataclass(frozen=True, slots=True)

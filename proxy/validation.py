@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from sipcore.headers import Via
 from sipcore.ids import MAGIC_COOKIE, random_hex
@@ -31,11 +32,11 @@ __all__ = [
 ]
 
 #: §16.3 step 2: schemes we can route; anything else gets 416.
-SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
+SUPPORTED_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
 
 #: §16.3 step 5: option tags a request may put in Proxy-Require. We implement none of
 #: the proxy extensions that use it, so every tag is unsupported.
-SUPPORTED_PROXY_EXTENSIONS: frozenset[str] = frozenset()
+SUPPORTED_PROXY_EXTENSIONS: Final[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

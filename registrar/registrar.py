@@ -28,7 +28,7 @@ import email.utils
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -68,10 +68,10 @@ log = Logger(namespace="registrar")
 
 #: Option-tags a REGISTER may Require of us (RFC 3261 §10.3 step 2): Path storage
 #: (RFC 3327) and the registrar half of outbound (instance/reg-id keys, RFC 5626 §6).
-SUPPORTED_OPTIONS = frozenset({"path", "outbound"})
+SUPPORTED_OPTIONS: Final = frozenset({"path", "outbound"})
 #: Seconds a client should wait before retrying after the store failed (RFC 3261 §20.33).
 RETRY_AFTER = 5
-_MAX_USER_AGENT = 256
+_MAX_USER_AGENT: Final = 256
 
 
 class RegisterError(Exception):

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The proxy's and registrar's per-message path (bench/hotpath.py profile), in import
 #: order. Package `__init__` modules stay interpreted (this module is one's caller).
 MODULES = (
+    "sipcore.status",
+    "sipcore.ids",
     "sipcore.uri",
     "sipcore.headers",
     "sipcore.message",

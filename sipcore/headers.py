@@ -11,20 +11,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from sipcore.errors import ParseError
 from sipcore.limits import MAX_CSEQ
 from sipcore.uri import URI, NameAddr, parse_name_addr, parse_params
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_VIA_RE = re.compile(
+_VIA_RE: Final = re.compile(
     rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*)"
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
 _SENT_BY_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{1,5}))?")
-_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
-_Q_RE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+_CSEQ_RE: Final = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+_Q_RE: Final = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
 
 
 def split_header_list(text: str) -> list[str]:
@@ -218,13 +219,13 @@ def _check_via_params(params: dict[str, str | None]) -> None:
 
 
 #: Transports as written -> as kept, for Via.parse's plain form.
-_TRANSPORTS = {
+_TRANSPORTS: Final = {
     t: t.upper() for u in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS") for t in (u, u.lower())
 }
 
 #: sent-by text -> (host, port), for texts `_sent_by` accepted. Bounded, since the
 #: texts come from the network: emptied when full.
-_SENT_BY: dict[str, tuple[str, int | None]] = {}
+_SENT_BY: Final[dict[str, tuple[str, int | None]]] = {}
 _SENT_BY_MAX = 4096
 
 

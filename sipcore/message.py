@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Compact header names (RFC 3261 section 7.3.3 and the IANA SIP header registry).
-COMPACT_FORMS: dict[str, str] = {
+COMPACT_FORMS: Final[dict[str, str]] = {
     "a": "accept-contact",
     "b": "referred-by",
     "c": "content-type",
@@ -74,7 +74,7 @@ COMPACT_FORMS: dict[str, str] = {
 #: Headers whose value is a comma-separated list, so that one field may carry
 #: several values (RFC 3261 section 7.3.1).  Authorization & co. are *not* here:
 #: commas inside them do not separate values.
-LIST_HEADERS = frozenset(
+LIST_HEADERS: Final = frozenset(
     {
         "via",
         "route",
@@ -108,7 +108,7 @@ LIST_HEADERS = frozenset(
     }
 )
 
-KNOWN_METHODS = frozenset(
+KNOWN_METHODS: Final = frozenset(
     {
         "INVITE",
         "ACK",
@@ -128,7 +128,7 @@ KNOWN_METHODS = frozenset(
 )
 
 # Canonical spelling used in error reasons for missing/duplicated headers.
-_PRETTY = {
+_PRETTY: Final = {
     "via": "Via",
     "from": "From",
     "to": "To",
@@ -137,34 +137,34 @@ _PRETTY = {
     "max-forwards": "Max-Forwards",
     "content-length": "Content-Length",
 }
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
-_REQUIRED_SET = frozenset(_REQUIRED)
-_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
-_RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
-_RESPONSE_COPY_100 = _RESPONSE_COPY | {"timestamp"}
+_REQUIRED: Final = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET: Final = frozenset(_REQUIRED)
+_SINGLE: Final = ("from", "to", "call-id", "cseq", "max-forwards")
+_RESPONSE_COPY: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
+_RESPONSE_COPY_100: Final = _RESPONSE_COPY | {"timestamp"}
 # Caps on list-valued headers: every proxy walks them on each hop, so a request with
 # thousands of Vias or Routes is an amplification attack, not a call (sipcore.limits).
-_LIST_LIMITS = {
+_LIST_LIMITS: Final = {
     "via": MAX_VIAS, "route": MAX_ROUTES, "record-route": MAX_ROUTES, "contact": MAX_CONTACTS,
 }
 # With no commas in list fields and at most this many fields, no cap can be exceeded.
-_MIN_LIST_LIMIT = min(_LIST_LIMITS.values())
+_MIN_LIST_LIMIT: Final = min(_LIST_LIMITS.values())
 
 # Header key -> the entries of `Headers._cache` computed from it (see Message).
-_CACHE_DEPS: dict[str, tuple[str, ...]] = {
+_CACHE_DEPS: Final[dict[str, tuple[str, ...]]] = {
     "via": ("vias", "top_via", "server_key"),
     "contact": ("contacts",),
 }
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_REQ_LINE_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_REQ_LINE_RE: Final = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
 _VERSION_RE = re.compile(r"SIP/([0-9]{1,5})\.([0-9]{1,5})", re.I)
-_STATUS_RE = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
-_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_STATUS_RE: Final = re.compile(r"([0-9]{3})(?: (.*))?", re.S)
+_FOLD_RE: Final = re.compile(r"[ \t]*\r\n[ \t]+")
 
 # name as written -> canonical key; filled lazily, bounded so that hostile
 # traffic with random header names cannot grow it without limit.
-_KEYS: dict[str, str] = {}
+_KEYS: Final[dict[str, str]] = {}
 _KEYS_MAX = 4096
 
 

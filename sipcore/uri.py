@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from sipcore.errors import ParseError
 
@@ -25,36 +25,38 @@ _PARAMCHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESC})"
 _HCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})"
 _HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9\-.]*"
 
-_SIP_URI_RE = re.compile(
+_SIP_URI_RE: Final = re.compile(
     rf"(?:(?P<user>{_USER})(?::(?P<password>{_PASSWORD}))?@)?"
     rf"(?P<host>{_HOST})"
     r"(?::(?P<port>[0-9]{1,5}))?"
     rf"(?P<params>(?:;{_PARAMCHAR}+(?:={_PARAMCHAR}+)?)*)"
     rf"(?:\?(?P<headers>{_HCHAR}+={_HCHAR}*(?:&{_HCHAR}+={_HCHAR}*)*))?"
 )
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
-_ABS_VALUE_RE = re.compile(rf"(?:[{_UNRESERVED};/?:@&=+$,#\[\]]|{_ESC})+")
-_TEL_RE = re.compile(
+_SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+_ABS_VALUE_RE: Final = re.compile(rf"(?:[{_UNRESERVED};/?:@&=+$,#\[\]]|{_ESC})+")
+_TEL_RE: Final = re.compile(
     rf"(?P<number>[0-9A-Fa-f*#+\-.()pPwW]+)(?P<params>(?:;{_PARAMCHAR}+(?:={_PARAMCHAR}+)?)*)"
 )
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
-_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_BAD_ESCAPE_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _TEL_VISUAL = str.maketrans("", "", "-.()")
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _GEN_VALUE = r'"(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~:\[\]]+'
 #: One ``;name[=value]`` header parameter, with the LWS RFC 3261 allows around it.
-GEN_PARAM_RE = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*", re.S)
+GEN_PARAM_RE: Final = re.compile(
+    rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_GEN_VALUE}))?[ \t]*", re.S
+)
 #: Parameters without whitespace or quoted strings: the fast path of parse_params.
-_SIMPLE_PARAMS_RE = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
-_NA_QUOTED_RE = re.compile(r'[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*<([^<>]*)>', re.S)
-_NA_TOKEN_RE = re.compile(rf"[ \t]*((?:{_TOKEN}(?:[ \t]+{_TOKEN})*)?)[ \t]*<([^<>]*)>")
-_ADDR_SPEC_RE = re.compile(r'[ \t]*([^;<>" \t]+)[ \t]*')
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_SIMPLE_PARAMS_RE: Final = re.compile(rf"(?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*")
+_NA_QUOTED_RE: Final = re.compile(r'[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*<([^<>]*)>', re.S)
+_NA_TOKEN_RE: Final = re.compile(rf"[ \t]*((?:{_TOKEN}(?:[ \t]+{_TOKEN})*)?)[ \t]*<([^<>]*)>")
+_ADDR_SPEC_RE: Final = re.compile(r'[ \t]*([^;<>" \t]+)[ \t]*')
+_QUOTED_PAIR_RE: Final = re.compile(r"\\(.)", re.S)
 _NEEDS_QUOTE_ESC_RE = re.compile(r'(["\\])')
 
 # Parameters that, when present in either URI, must match (RFC 3261 19.1.4).
-_MUST_MATCH_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+_MUST_MATCH_PARAMS: Final = ("user", "ttl", "method", "maddr", "transport")
 
 
 def unescape(text: str) -> str:
@@ -359,7 +361,7 @@ class _SnapshotCache:
 
 
 #: At most 2 x 16,384 texts (a few MiB).
-_SIP_CACHE = _SnapshotCache(16384)
+_SIP_CACHE: Final = _SnapshotCache(16384)
 
 
 def _from_snapshot(snap: tuple[Any, ...], text: str) -> SipURI:

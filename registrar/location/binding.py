@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -30,12 +30,12 @@ __all__ = [
 ]
 
 #: ``Removal(WILDCARD)`` is ``Contact: *`` (remove every binding of the AOR).
-WILDCARD = "*"
+WILDCARD: Final = "*"
 
 # Remaining-time rounding tolerance: expires_at is computed as now + N, and float
 # arithmetic may leave it a hair above an integer; without the slack a freshly
 # registered 3600 s binding would report 3601.
-_REMAINING_SLACK = 1e-6
+_REMAINING_SLACK: Final = 1e-6
 
 
 class LocationError(Exception):
@@ -59,11 +59,11 @@ class StaleCSeq(LocationError):
 
 
 #: RFC 3261 §25.1: what a user part may hold unescaped (unreserved, user-unreserved).
-_USER_SAFE = "-_.!~*'()&=+$,;?/"
+_USER_SAFE: Final = "-_.!~*'()&=+$,;?/"
 #: uri text -> its AOR, bounded (the texts come from the network). A dict rather than
 #: functools.lru_cache: the compiled callers reach it without a generic call.
-_AORS: dict[str, str] = {}
-_AORS_MAX = 65536
+_AORS: Final[dict[str, str]] = {}
+_AORS_MAX: Final = 65536
 
 
 def normalise_aor(uri: str) -> str:

@@ -15,7 +15,7 @@ import sys
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias
 
 from .timers import DEFAULT_TIMERS, Timers
 
@@ -123,7 +123,7 @@ class _NullTU:
         pass
 
 
-NULL_TU = _NullTU()
+NULL_TU: Final = _NullTU()
 
 
 class ResponseSink(Protocol):

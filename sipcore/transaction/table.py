@@ -26,7 +26,7 @@ pauses of a second, long enough to overflow the socket buffer.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sipcore.errors import ParseError
 
@@ -48,7 +48,7 @@ ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
 # What a message lacking a header needed for matching raises: the message layer's
 # ParseError (bad value) or a LookupError/AttributeError variant for a missing one. Such
 # a message matches nothing (§18.1.2/§18.2.1 say the transport should have dropped it).
-_UNMATCHABLE = (ParseError, LookupError, AttributeError, TypeError, ValueError)
+_UNMATCHABLE: Final = (ParseError, LookupError, AttributeError, TypeError, ValueError)
 
 #: What a retired transaction keeps: the response bytes, where they went (transport,
 #: host, port) and when the entry expires. An Accepted INVITE transaction has nothing

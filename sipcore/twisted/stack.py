@@ -11,7 +11,7 @@ requests with `send_request`, so retransmissions and timers are never its busine
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from twisted.logger import Logger
 
@@ -30,13 +30,13 @@ from sipcore.transaction import (
 )
 from sipcore.transaction.sent import SentResponse
 from sipcore.twisted.protection import Protection
-from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint
+from sipcore.twisted.transport import RELIABLE, Address, SipEndpoint, address
 
 log = Logger(namespace="sipcore.stack")
 
 # To tag prefix of the stateless 503s sent under overload, so that the ACK a client
 # sends for one (§17.1.1.3) is recognised and absorbed instead of reaching the role.
-SHED_TAG_PREFIX = "shed503-"
+SHED_TAG_PREFIX: Final = "shed503-"
 
 
 class Role(Protocol):
@@ -247,7 +247,7 @@ class SipStack:
     def _resend_retired(self, data: bytes, transport: str, host: str, port: int) -> None:
         response = parse(data)
         assert isinstance(response, Response)
-        self.endpoint.send_response(SentResponse(response, data), Address(transport, host, port))
+        self.endpoint.send_response(SentResponse(response, data), address(transport, host, port))
 
     def _cancel(self, cancel: Request, tx: ServerTransaction, source: Address) -> None:
         """§9.2: answer the CANCEL itself; the role cancels the INVITE it matched."""

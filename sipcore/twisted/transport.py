@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IReactorTime
@@ -29,12 +29,12 @@ from sipcore.twisted.reuseport import spread_by_source_port
 
 log = Logger(namespace="sipcore.transport")
 
-RELIABLE = frozenset({"TCP", "TLS"})
-DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+RELIABLE: Final = frozenset({"TCP", "TLS"})
+DEFAULT_PORTS: Final = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500) goes over TCP.
 # We keep UDP for anything that fits a datagram, since lab peers (sipp) often listen on
 # UDP only, and only refuse what cannot be sent at all.
-MAX_DATAGRAM = 65507
+MAX_DATAGRAM: Final = 65507
 # Idle TCP/TLS connections are closed after this long (seconds): bounded memory.
 IDLE_TIMEOUT = 300.0
 
@@ -49,6 +49,16 @@ class Address(NamedTuple):
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport} {host}:{self.port}"
+
+
+_tuple_new: Final = tuple.__new__
+
+
+def address(transport: str, host: str, port: int) -> Address:
+    """`Address(transport, host, port)` for the per-message path: a NamedTuple's own
+    constructor is an interpreted function (collections.namedtuple writes it), where
+    this is one C call from compiled code."""
+    return _tuple_new(Address, (transport, host, port))  # type: ignore[no-any-return]
 
 
 class MessageHandler(Protocol):
@@ -94,13 +104,13 @@ def response_destination(via: Via, default_transport: str = "UDP") -> Address:
     """Where a response goes when there is no connection to reuse (RFC 3261 §18.2.2)."""
     transport = (via.transport or default_transport).upper()
     if via.maddr:
-        return Address(transport, via.maddr, via.port or DEFAULT_PORTS.get(transport, 5060))
+        return address(transport, via.maddr, via.port or DEFAULT_PORTS.get(transport, 5060))
     host = via.received or via.host
     if via.rport:
         port = int(via.rport)
     else:
         port = via.port or DEFAULT_PORTS.get(transport, 5060)
-    return Address(transport, host.strip("[]"), port)
+    return address(transport, host.strip("[]"), port)
 
 
 class _Datagram(protocol.DatagramProtocol):
@@ -108,7 +118,7 @@ class _Datagram(protocol.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
-        self.endpoint.data_received(data, Address("UDP", addr[0], addr[1]), None)
+        self.endpoint.data_received(data, address("UDP", addr[0], addr[1]), None)
 
 
 class _Stream(protocol.Protocol):
