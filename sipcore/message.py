@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, final
 
 from mypy_extensions import mypyc_attr
 
@@ -198,9 +198,26 @@ def _checked(name: str, value: object) -> tuple[str, str, str]:
     return key, name, text
 
 
-# A header field: (key, name as written, value with folding undone, raw line(s)
-# as received or None when created/changed locally).
-_Field = tuple[str, str, str, "str | None"]
+@final
+class _Field:
+    """One header field: `key` (the name in lower case, long form), `name` as written,
+    `value` with folding undone, `raw` line(s) as received or None when created or
+    changed locally. Never changed once made: copies of a Headers share them.
+
+    A class rather than a 4-tuple: compiled, reading `f.key` is one load, where a
+    typed tuple taken from a list is unboxed (four type checks and reference counts)
+    on every step of every header search."""
+
+    __slots__ = ("key", "name", "value", "raw")
+
+    def __init__(self, key: str, name: str, value: str, raw: str | None) -> None:
+        self.key = key
+        self.name = name
+        self.value = value
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"_Field({self.key!r}, {self.name!r}, {self.value!r}, {self.raw!r})"
 
 
 class Headers:
@@ -227,8 +244,8 @@ class Headers:
         """The first field's (whole) value."""
         key = _KEYS.get(name) or header_key(name)
         for f in self._fields:
-            if f[0] == key:
-                return f[2]
+            if f.key == key:
+                return f.value
         return default
 
     def get_all(self, name: str) -> list[str]:
@@ -237,8 +254,8 @@ class Headers:
         if key in LIST_HEADERS:
             out: list[str] = []
             for f in self._fields:
-                if f[0] == key:
-                    value = f[2]
+                if f.key == key:
+                    value = f.value
                     if "," in value:
                         out.extend(v for v in split_header_list(value) if v)
                     else:
@@ -247,14 +264,14 @@ class Headers:
                         if value:
                             out.append(value)
             return out
-        return [f[2] for f in self._fields if f[0] == key]
+        return [f.value for f in self._fields if f.key == key]
 
     def _values_strict(self, key: str) -> list[str]:
         # Like get_all, but an empty list element is malformed input.
         out: list[str] = []
         for f in self._fields:
-            if f[0] == key:
-                value = f[2]
+            if f.key == key:
+                value = f.value
                 if "," not in value:
                     value = value.strip(" \t")
                     if not value:
@@ -270,8 +287,8 @@ class Headers:
     def _first(self, key: str) -> str | None:
         # get() for a canonical key: the accessors' fast path.
         for f in self._fields:
-            if f[0] == key:
-                return f[2]
+            if f.key == key:
+                return f.value
         return None
 
     def __contains__(self, name: object) -> bool:
@@ -279,15 +296,15 @@ class Headers:
             return False
         key = _KEYS.get(name) or header_key(name)
         for f in self._fields:
-            if f[0] == key:
+            if f.key == key:
                 return True
         return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((f[1], f[2]) for f in self._fields)
+        return ((f.name, f.value) for f in self._fields)
 
     def items(self) -> list[tuple[str, str]]:
-        return [(f[1], f[2]) for f in self._fields]
+        return [(f.name, f.value) for f in self._fields]
 
     def __len__(self) -> int:
         return len(self._fields)
@@ -295,7 +312,8 @@ class Headers:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(f[0], f[2]) for f in self._fields] == [(f[0], f[2]) for f in other._fields]
+        mine = [(f.key, f.value) for f in self._fields]
+        return mine == [(f.key, f.value) for f in other._fields]
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -328,7 +346,7 @@ class Headers:
     def add(self, name: str, value: object) -> None:
         """Append a field."""
         key, name, text = _checked(name, value)
-        self._fields.append((key, name, text, None))
+        self._fields.append(_Field(key, name, text, None))
         if self._cache:
             self._changed(key)
 
@@ -336,18 +354,18 @@ class Headers:
         """Insert a field before the first field of that name (or at the top)."""
         key, name, text = _checked(name, value)
         fields = self._fields
-        pos = next((i for i, f in enumerate(fields) if f[0] == key), 0)
-        fields.insert(pos, (key, name, text, None))
+        pos = next((i for i, f in enumerate(fields) if f.key == key), 0)
+        fields.insert(pos, _Field(key, name, text, None))
         self._changed(key)
 
     def set(self, name: str, value: object) -> None:
         """Replace every field of that name with one field, kept in the first's place."""
         key, name, text = _checked(name, value)
-        new: _Field = (key, name, text, None)
+        new = _Field(key, name, text, None)
         fields: list[_Field] = []
         placed = False
         for f in self._fields:
-            if f[0] == key:
+            if f.key == key:
                 if not placed:
                     fields.append(new)
                     placed = True
@@ -361,7 +379,7 @@ class Headers:
     def remove(self, name: str) -> None:
         """Remove every field of that name (no error if there is none)."""
         key = header_key(name)
-        self._fields = [f for f in self._fields if f[0] != key]
+        self._fields = [f for f in self._fields if f.key != key]
         self._changed(key)
 
     def __delitem__(self, name: str) -> None:
@@ -372,15 +390,15 @@ class Headers:
         key = header_key(name)
         fields = self._fields
         for i, f in enumerate(fields):
-            if f[0] == key:
+            if f.key == key:
                 self._changed(key)
-                if key in LIST_HEADERS and "," in f[2]:
-                    items = split_header_list(f[2])
+                if key in LIST_HEADERS and "," in f.value:
+                    items = split_header_list(f.value)
                     if len(items) > 1:
-                        fields[i] = (key, f[1], ", ".join(items[1:]), None)
+                        fields[i] = _Field(key, f.name, ", ".join(items[1:]), None)
                         return items[0]
                 del fields[i]
-                return f[2]
+                return f.value
         return None
 
     def replace_first(self, name: str, value: object) -> None:
@@ -388,12 +406,12 @@ class Headers:
         key, name, text = _checked(name, value)
         fields = self._fields
         for i, f in enumerate(fields):
-            if f[0] == key:
-                if key in LIST_HEADERS and "," in f[2]:
-                    items = split_header_list(f[2])
+            if f.key == key:
+                if key in LIST_HEADERS and "," in f.value:
+                    items = split_header_list(f.value)
                     items[0] = text
                     text = ", ".join(items)
-                fields[i] = (key, f[1], text, None)
+                fields[i] = _Field(key, f.name, text, None)
                 self._changed(key)
                 return
         self.add(name, text)
@@ -591,13 +609,13 @@ class Message:
         # smallest cap, so nothing can be over one and no counting is needed.
         values: dict[str, int] | None = None
         for f in fields:
-            if f[0] in _LIST_LIMITS and "," in f[2]:
+            if f.key in _LIST_LIMITS and "," in f.value:
                 values = {}
                 for g in fields:
-                    if g[0] in _LIST_LIMITS:
-                        values[g[0]] = values.get(g[0], 0) + g[2].count(",") + 1
+                    if g.key in _LIST_LIMITS:
+                        values[g.key] = values.get(g.key, 0) + g.value.count(",") + 1
                 break
-        keys = [f[0] for f in fields]
+        keys = [f.key for f in fields]
         if values is None and len(keys) > _MIN_LIST_LIMIT:
             values = {}
             for key in keys:
@@ -640,7 +658,8 @@ class Message:
         # method kept in a local is a generic call.)
         parts = [self.start_line()]
         have_cl = False
-        for key, name, value, raw in self.headers._fields:
+        for f in self.headers._fields:
+            key, value, raw = f.key, f.value, f.raw
             if key == "content-length":
                 if have_cl:
                     continue  # a duplicate would be a framing error downstream
@@ -655,7 +674,7 @@ class Message:
                 parts.append(raw)
                 continue
             parts.append("\r\n")
-            parts.append(name)
+            parts.append(f.name)
             parts.append(": ")
             parts.append(value)
         if not have_cl:
@@ -668,7 +687,7 @@ class Message:
         return self.serialise()
 
     def _cmp_headers(self) -> list[tuple[str, str]]:
-        return [(f[0], f[2]) for f in self.headers._fields if f[0] != "content-length"]
+        return [(f.key, f.value) for f in self.headers._fields if f.key != "content-length"]
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -874,7 +893,7 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
             if clen is not None:
                 raise ParseError("Multiple Content-Length headers")
             clen = value
-        fields.append((key, name, value, raw))  # a direct list append when compiled
+        fields.append(_Field(key, name, value, raw))  # a direct list append when compiled
     headers._fields = fields
     return msg, (None if clen is None else _content_length(clen))
 
@@ -1014,9 +1033,9 @@ def make_response(
     copy = _RESPONSE_COPY_100 if status == 100 else _RESPONSE_COPY
     fields: list[_Field] = []
     for f in req_headers._fields:
-        if f[0] in copy:
-            if f[0] == "to" and to_tag is not None and request.to.tag is None:
-                f = (f[0], f[1], f"{f[2]};tag={to_tag}", None)
+        if f.key in copy:
+            if f.key == "to" and to_tag is not None and request.to.tag is None:
+                f = _Field("to", f.name, f"{f.value};tag={to_tag}", None)
             fields.append(f)
     headers = Headers()
     headers._fields = fields
