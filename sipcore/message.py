@@ -150,11 +150,6 @@ _LIST_LIMITS: Final = {
 # With no commas in list fields and at most this many fields, no cap can be exceeded.
 _MIN_LIST_LIMIT: Final = min(_LIST_LIMITS.values())
 
-# Header key -> the entries of `Headers._cache` computed from it (see Message).
-_CACHE_DEPS: Final[dict[str, tuple[str, ...]]] = {
-    "via": ("vias", "top_via", "server_key"),
-    "contact": ("contacts",),
-}
 
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _REQ_LINE_RE: Final = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
@@ -221,15 +216,36 @@ class _Field:
 
 
 class Headers:
-    """Ordered, case-insensitive multi-map of header fields."""
+    """Ordered, case-insensitive multi-map of header fields.
 
-    __slots__ = ("_fields", "_cache")
+    The `_v_*` slots keep parsed views of some fields (Message's accessors fill them;
+    `_changed` empties those a changed field feeds). Slots rather than a dict: compiled,
+    each is one load or store, where a dict lookup took about 200 instructions and a
+    REGISTER made about 35 of them."""
+
+    __slots__ = ("_fields", "_v_top_via", "_v_vias", "_v_server_key", "_v_cseq",
+                 "_v_call_id", "_v_from", "_v_to", "_v_max_forwards", "_v_contacts",
+                 "_v_routes", "_v_record_routes")
+
+    _fields: list[_Field]
+    _v_top_via: Via | None
+    _v_vias: list[Via] | None
+    # sipcore.transaction.keys.server_key's answer (it depends on the top Via only).
+    _v_server_key: tuple[Any, ...] | None
+    _v_cseq: CSeq | None
+    _v_call_id: str | None
+    _v_from: NameAddr | None
+    _v_to: NameAddr | None
+    _v_max_forwards: int | None
+    _v_contacts: list[Contact] | None
+    _v_routes: list[NameAddr] | None
+    _v_record_routes: list[NameAddr] | None
 
     def __init__(
         self, items: Headers | Mapping[str, str] | Iterable[tuple[str, str]] | None = None
     ) -> None:
-        self._fields: list[_Field] = []
-        self._cache: dict[str, Any] = {}
+        self._fields = []
+        self._drop_views()
         if items is None:
             return
         if isinstance(items, Headers):
@@ -324,31 +340,50 @@ class Headers:
         return Headers(self)
 
     # -- writing ---------------------------------------------------------------
+    def _drop_views(self) -> None:
+        self._v_top_via = None
+        self._v_vias = None
+        self._v_server_key = None
+        self._v_cseq = None
+        self._v_call_id = None
+        self._v_from = None
+        self._v_to = None
+        self._v_max_forwards = None
+        self._v_contacts = None
+        self._v_routes = None
+        self._v_record_routes = None
+
     def _changed(self, key: str | None = None) -> None:
         # Only the structured views built from `key` go stale: a proxy that stamps
         # the top Via (or pops a Route) keeps its parsed From/To/CSeq/Contact.
-        cache = self._cache
-        if not cache:
-            return
         if key is None:
-            self._cache = {}
-            return
-        # `in` and `del` rather than dict.pop(k, None), a generic call when compiled.
-        deps = _CACHE_DEPS.get(key)
-        if deps is None:
-            if key in cache:
-                del cache[key]
-        else:
-            for dep in deps:
-                if dep in cache:
-                    del cache[dep]
+            self._drop_views()
+        elif key == "via":
+            self._v_top_via = None
+            self._v_vias = None
+            self._v_server_key = None
+        elif key == "route":
+            self._v_routes = None
+        elif key == "record-route":
+            self._v_record_routes = None
+        elif key == "contact":
+            self._v_contacts = None
+        elif key == "cseq":
+            self._v_cseq = None
+        elif key == "call-id":
+            self._v_call_id = None
+        elif key == "from":
+            self._v_from = None
+        elif key == "to":
+            self._v_to = None
+        elif key == "max-forwards":
+            self._v_max_forwards = None
 
     def add(self, name: str, value: object) -> None:
         """Append a field."""
         key, name, text = _checked(name, value)
         self._fields.append(_Field(key, name, text, None))
-        if self._cache:
-            self._changed(key)
+        self._changed(key)
 
     def prepend(self, name: str, value: object) -> None:
         """Insert a field before the first field of that name (or at the top)."""
@@ -463,27 +498,26 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        cache = self.headers._cache
-        vias = cache.get("vias")
+        headers = self.headers
+        vias = headers._v_vias
         if vias is None:
-            values = self.headers._values_strict("via")
-            top = cache.get("top_via")
+            values = headers._values_strict("via")
+            top = headers._v_top_via
             if top is not None and values:
                 # The top value was parsed already (every message needs it first).
                 vias = [top]
                 vias.extend(Via.parse(v) for v in values[1:])
             else:
                 vias = [Via.parse(v) for v in values]
-            cache["vias"] = vias
+            headers._v_vias = vias
         return vias
 
     @property
     def top_via(self) -> Via:
         headers = self.headers
-        cache = headers._cache
-        via = cache.get("top_via")
+        via = headers._v_top_via
         if via is None:
-            vias = cache.get("vias")
+            vias = headers._v_vias
             if vias is not None:
                 if not vias:
                     raise ParseError("Missing Via header")
@@ -495,77 +529,75 @@ class Message:
                 if "," in value:
                     value = split_header_list(value)[0]
                 via = Via.parse(value)
-            cache["top_via"] = via
+            headers._v_top_via = via
         return via
 
     @property
     def cseq(self) -> CSeq:
         headers = self.headers
-        cseq = headers._cache.get("cseq")
+        cseq = headers._v_cseq
         if cseq is None:
             value = headers._first("cseq")
             if value is None:
                 raise ParseError("Missing CSeq header")
-            cseq = headers._cache["cseq"] = CSeq.parse(value)
+            cseq = headers._v_cseq = CSeq.parse(value)
         return cseq
 
     @property
     def call_id(self) -> str:
-        # Cached under its header key, so Headers._changed("call-id") drops it.
         headers = self.headers
-        value = headers._cache.get("call-id")
+        value = headers._v_call_id
         if value is None:
             value = headers._first("call-id")
             if value is None:
                 raise ParseError("Missing Call-ID header")
             if not value or " " in value or "\t" in value:
                 raise ParseError("Bad Call-ID")
-            headers._cache["call-id"] = value
+            headers._v_call_id = value
         return value
 
     @property
     def from_(self) -> NameAddr:
         headers = self.headers
-        value = headers._cache.get("from")
+        value = headers._v_from
         if value is None:
             text = headers._first("from")
             if text is None:
                 raise ParseError("Missing From header")
-            value = headers._cache["from"] = parse_name_addr(text)
+            value = headers._v_from = parse_name_addr(text)
         return value
 
     @property
     def to(self) -> NameAddr:
         headers = self.headers
-        value = headers._cache.get("to")
+        value = headers._v_to
         if value is None:
             text = headers._first("to")
             if text is None:
                 raise ParseError("Missing To header")
-            value = headers._cache["to"] = parse_name_addr(text)
+            value = headers._v_to = parse_name_addr(text)
         return value
 
     @property
     def contacts(self) -> list[Contact]:
-        cache = self.headers._cache
-        value = cache.get("contacts")
+        headers = self.headers
+        value = headers._v_contacts
         if value is None:
-            value = [Contact.parse(v) for v in self.headers._values_strict("contact")]
+            value = [Contact.parse(v) for v in headers._values_strict("contact")]
             if len(value) > 1 and any(c.is_wildcard for c in value):
                 raise ParseError("Wildcard Contact mixed with others")
-            cache["contacts"] = value
+            headers._v_contacts = value
         return value
 
     @property
     def max_forwards(self) -> int | None:
-        # Cached under its header key, so Headers._changed("max-forwards") drops it.
         headers = self.headers
-        value = headers._cache.get("max-forwards")
+        value = headers._v_max_forwards
         if value is None:
             text = headers._first("max-forwards")
             if text is None:
                 return None
-            value = headers._cache["max-forwards"] = parse_int(text, "Max-Forwards", 255)
+            value = headers._v_max_forwards = parse_int(text, "Max-Forwards", 255)
         return value
 
     @property
@@ -573,21 +605,23 @@ class Message:
         value = self.headers.get("expires")
         return None if value is None else parse_int(value, "Expires", 2**32 - 1)
 
-    def _name_addrs(self, key: str) -> list[NameAddr]:
-        cache = self.headers._cache
-        value = cache.get(key)
+    @property
+    def routes(self) -> list[NameAddr]:
+        headers = self.headers
+        value = headers._v_routes
         if value is None:
-            value = [parse_name_addr(v) for v in self.headers._values_strict(key)]
-            cache[key] = value
+            value = [parse_name_addr(v) for v in headers._values_strict("route")]
+            headers._v_routes = value
         return value
 
     @property
-    def routes(self) -> list[NameAddr]:
-        return self._name_addrs("route")
-
-    @property
     def record_routes(self) -> list[NameAddr]:
-        return self._name_addrs("record-route")
+        headers = self.headers
+        value = headers._v_record_routes
+        if value is None:
+            value = [parse_name_addr(v) for v in headers._values_strict("record-route")]
+            headers._v_record_routes = value
+        return value
 
     @property
     def content_type(self) -> str | None:
@@ -598,7 +632,7 @@ class Message:
         self.headers.replace_first("Via", str(via))
         # What was just written is what a re-parse would give: keep it, as a copy so
         # that the caller's object stays theirs (accessors return snapshots).
-        self.headers._cache["top_via"] = via.copy()
+        self.headers._v_top_via = via.copy()
 
     # -- validation --------------------------------------------------------------
     def _validate_common(self) -> None:
@@ -1041,7 +1075,7 @@ def make_response(
     headers._fields = fields
     # The Via fields were copied verbatim, so the request's parsed top Via is the
     # response's too: routing the response (§18.2.2) need not parse it again.
-    top = req_headers._cache.get("top_via")
+    top = req_headers._v_top_via
     if top is not None:
-        headers._cache["top_via"] = top.copy()
+        headers._v_top_via = top.copy()
     return Response(status, reason, headers)

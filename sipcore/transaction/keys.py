@@ -91,18 +91,20 @@ def server_key(request: Request) -> Key:
     """
     method = "INVITE" if request.method == "ACK" else request.method
     # A new request is looked up (match_server), then among retired transactions
-    # (TransactionTable.absorb), then filed by its transaction: computed once. Kept in
-    # the headers' cache under "via" (message._CACHE_DEPS), so a Via edit drops it.
-    cache = request.headers._cache
-    key: Key | None = cache.get("server_key")
+    # (TransactionTable.absorb), then filed by its transaction: computed once. Kept
+    # with the headers' parsed views, dropped with the top Via when a Via changes.
+    headers = request.headers
+    key: Key | None = headers._v_server_key
     if key is not None and key[4] == method:
         return key
     via = request.top_via
     if is_rfc3261_branch(via.branch):
         host, port = _sent_by(via)
-        key = ("3261", via.branch, host, port, method)
-        cache["server_key"] = key
-        return key
+        # Declared Key (not narrowed from `Key | None`): compiled, it is boxed here once,
+        # so the kept tuple and the returned one are the same object.
+        made: Key = ("3261", via.branch, host, port, method)
+        headers._v_server_key = made
+        return made
     # RFC 2543 keys include the Request-URI, which is not in the headers: not cached.
     return _key_2543(request, method)
 

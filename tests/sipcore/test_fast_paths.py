@@ -16,6 +16,7 @@ from sipcore.errors import ParseError
 from sipcore.headers import parse_int
 from sipcore.limits import MAX_VIAS
 from sipcore.message import Headers, Request, make_response, parse
+from sipcore.transaction.keys import server_key
 from sipcore.uri import NameAddr, SipURI, parse_name_addr, parse_uri
 
 
@@ -130,6 +131,71 @@ def test_cached_call_id_and_max_forwards_follow_header_changes() -> None:
     msg.headers.add("Max-Forwards", "256")
     with pytest.raises(ParseError, match="Bad Max-Forwards"):
         msg.max_forwards  # noqa: B018
+
+
+# Each parsed view a Headers keeps: the header it comes from, a new value for it, and
+# what the view must then show.
+VIEWS = [
+    ("Via", "top_via", "SIP/2.0/UDP h2;branch=z9hG4bKv2", lambda m: m.top_via.host == "h2"),
+    ("Via", "vias", "SIP/2.0/UDP h2;branch=z9hG4bKv2", lambda m: m.vias[0].host == "h2"),
+    ("CSeq", "cseq", "7 REGISTER", lambda m: m.cseq.number == 7),
+    ("Call-ID", "call_id", "new@x", lambda m: m.call_id == "new@x"),
+    ("From", "from_", "<sip:x@a.lab>;tag=9", lambda m: m.from_.tag == "9"),
+    ("To", "to", "<sip:y@a.lab>", lambda m: m.to.uri.user == "y"),  # type: ignore[union-attr]
+    ("Max-Forwards", "max_forwards", "9", lambda m: m.max_forwards == 9),
+    ("Contact", "contacts", "<sip:z@192.0.2.7>", lambda m: m.contacts[0].uri.host == "192.0.2.7"),
+    ("Route", "routes", "<sip:192.0.2.8;lr>", lambda m: m.routes[0].uri.host == "192.0.2.8"),
+    ("Record-Route", "record_routes", "<sip:192.0.2.9;lr>",
+     lambda m: m.record_routes[0].uri.host == "192.0.2.9"),
+]
+EXTRA = "Route: <sip:192.0.2.1;lr>\r\nRecord-Route: <sip:192.0.2.2;lr>\r\n"
+
+
+@pytest.mark.parametrize("how", ["set", "replace_first", "remove+add", "pop+prepend"])
+@pytest.mark.parametrize(("name", "attr", "value", "shows"), VIEWS, ids=[v[1] for v in VIEWS])
+def test_a_changed_field_drops_its_parsed_view(
+    name: str, attr: str, value: str, shows: object, how: str,
+) -> None:
+    msg = parse(register(extra=EXTRA))
+    getattr(msg, attr)  # parsed and kept
+    headers = msg.headers
+    # Compact forms where there is one: the view is dropped by key, not by spelling.
+    spelling = {"Via": "v", "Call-ID": "i", "From": "f", "To": "t", "Contact": "m"}
+    name = spelling.get(name, name) if how != "set" else name
+    if how == "set":
+        headers.set(name, value)
+    elif how == "replace_first":
+        headers.replace_first(name, value)
+    elif how == "remove+add":
+        headers.remove(name)
+        headers.add(name, value)
+    else:
+        headers.pop_first(name)
+        headers.prepend(name, value)
+    assert shows(msg)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("name", "attr", "value", "shows"), VIEWS, ids=[v[1] for v in VIEWS])
+def test_other_fields_changing_keep_a_parsed_view(
+    name: str, attr: str, value: str, shows: object,
+) -> None:
+    msg = parse(register(extra=EXTRA))
+    before = getattr(msg, attr)
+    for other, other_value in [("Subject", "x"), ("Via", value), ("Contact", "<sip:o@h>"),
+                               ("CSeq", "9 REGISTER"), ("Route", "<sip:o;lr>")]:
+        if other != name:
+            msg.headers.set(other, other_value)
+    assert getattr(msg, attr) is before
+
+
+def test_server_key_follows_the_top_via() -> None:
+    msg = parse(register())
+    first = server_key(msg)
+    assert server_key(msg) is first  # kept
+    msg.headers.set("Max-Forwards", "3")
+    assert server_key(msg) is first
+    msg.headers.replace_first("v", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKother")
+    assert server_key(msg)[1] == "z9hG4bKother"
 
 
 @pytest.mark.parametrize("text", ["", " ", "1 2", "+1", "-1", "12345678901", "²", "١٢", "1\n"])
