@@ -892,7 +892,8 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     headers = Headers()
     msg = _parse_start_line(lines[0], headers)
     raw_lines = lines
-    if "\r\n " in head or "\r\n\t" in head:
+    folded = "\r\n " in head or "\r\n\t" in head
+    if folded:
         raw_lines = [lines[0]]
         for line in lines[1:]:
             if line[:1] in (" ", "\t"):
@@ -908,21 +909,33 @@ def _parse_head(head_bytes: bytes) -> tuple[Request | Response, int | None]:
     clen: str | None = None
     # No line can be longer than the whole block: then skip the per-line check.
     check_len = len(head) > MAX_HEADER_LINE
-    for raw in raw_lines[1:]:
-        name, colon, value = raw.partition(":")
-        if not colon or not name:
-            raise ParseError("Empty header name" if colon else "Header without colon")
+    for i in range(1, len(raw_lines)):
+        raw = raw_lines[i]
+        colon = raw.find(":")
+        if colon <= 0:
+            raise ParseError("Empty header name" if colon == 0 else "Header without colon")
         if check_len and len(raw) > MAX_HEADER_LINE:
             raise ParseError("Header Line Too Long")
+        name = raw[:colon]
         key = keys.get(name)
         if key is None:
             name = name.rstrip(" \t")
             if _TOKEN_RE.fullmatch(name) is None:
                 raise ParseError("Bad header name")
             key = header_key(name)
-        if "\r" in value:
-            value = _FOLD_RE.sub(" ", value)
-        value = value.strip(" \t")
+        # Only a folded line holds a CR (the bare CR/LF check above): unfold it.
+        if folded and "\r" in raw:
+            value = _FOLD_RE.sub(" ", raw[colon + 1 :]).strip(" \t")
+        else:
+            # The value without the spaces and tabs around it, cut out in one slice
+            # (partition and strip made four strings and a tuple per line).
+            start = colon + 1
+            end = len(raw)
+            while start < end and (raw[start] == " " or raw[start] == "\t"):
+                start += 1
+            while end > start and (raw[end - 1] == " " or raw[end - 1] == "\t"):
+                end -= 1
+            value = raw[start:end]
         if key == "content-length":
             if clen is not None:
                 raise ParseError("Multiple Content-Length headers")

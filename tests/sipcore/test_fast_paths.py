@@ -386,3 +386,35 @@ def test_required_and_single_headers(change: tuple[bytes, bytes], error: str | N
         assert isinstance(parse(data), Request)
     else:
         assert error_of(data) == (400, error)
+
+
+def _old_field_cut(raw: str) -> tuple[str, str]:
+    # What _parse_head did before its one-slice cut: partition, then strip.
+    name, _, value = raw.partition(":")
+    return name, value.strip(" \t")
+
+
+LWS = st.text(alphabet=" \t", max_size=3)
+
+
+@settings(max_examples=400)
+@given(
+    name=st.sampled_from(["Subject", "X-Y", "Organization", "s"]),
+    before=LWS, after=LWS,
+    value=st.text(alphabet=st.characters(blacklist_characters="\r\n", codec="utf-8"),
+                  max_size=12),
+)
+def test_a_header_value_is_cut_as_partition_and_strip_cut_it(
+    name: str, before: str, after: str, value: str,
+) -> None:
+    raw = f"{name}:{before}{value}{after}"
+    msg = parse(register(extra=raw + "\r\n"))
+    expected = _old_field_cut(raw)[1]
+    assert msg.headers.get(name) == expected
+
+
+@pytest.mark.parametrize("value", ["a\r\n b", "a \r\n\tb ", "\r\n b", "a\r\n  b\r\n c"])
+def test_a_folded_value_is_unfolded_and_cut(value: str) -> None:
+    msg = parse(register(extra=f"Subject: {value}\r\n"))
+    expected = " ".join(part.strip(" \t") for part in value.split("\r\n")).strip(" \t")
+    assert msg.headers.get("Subject") == expected
