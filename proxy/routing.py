@@ -148,9 +148,15 @@ class LocalIdentity:
         we put into Record-Route, or a request addressed to us)."""
         if not isinstance(uri, SipURI):
             return False
-        host = uri.host.strip("[]").lower()
-        if host != self.host.lower() and not (host == "localhost" and self.host == "127.0.0.1"):
-            return False
+        host, mine = uri.host, self.host
+        if host != mine:
+            # Most requests name another host (a domain, a user agent): lower-casing
+            # keeps an ASCII host's length, so a different one settles it unread.
+            if len(host) != len(mine) and host[:1] != "[" and host != "localhost":
+                return False
+            host = host.strip("[]").lower()
+            if host != mine.lower() and not (host == "localhost" and mine == "127.0.0.1"):
+                return False
         return (uri.port or _default_port(uri)) == self.port
 
     def is_my_domain(self, uri: URI) -> bool:

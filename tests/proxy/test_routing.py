@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proxy.routing import (
     LocalIdentity,
     Target,
@@ -69,6 +71,24 @@ def test_record_route_and_via_values():
     assert ME.record_route("TCP") == "<sip:127.0.0.1:5060;transport=tcp;lr>"
     assert ME.is_me(parse_uri("sip:127.0.0.1;lr"))
     assert not ME.is_me(parse_uri("sip:127.0.0.1:5070"))
+
+
+@pytest.mark.parametrize(("me", "uri", "mine"), [
+    (ME, "sip:127.0.0.1", True),
+    (ME, "sip:localhost:5060", True),
+    (ME, "sip:127.0.0.2", False),
+    (ME, "sip:a.lab", False),
+    (ME, "sip:127.0.0.10", False),
+    (LocalIdentity("proxy.A.lab", 5060, frozenset()), "sip:PROXY.a.LAB", True),
+    (LocalIdentity("proxy.a.lab", 5060, frozenset()), "sip:proxy.a.lab.", False),
+    (LocalIdentity("::1", 5070, frozenset()), "sip:[::1]:5070;lr", True),
+    (LocalIdentity("::1", 5070, frozenset()), "sip:[::2]:5070;lr", False),
+    (LocalIdentity("::1", 5070, frozenset()), "sip:[::1]:5060;lr", False),
+])
+def test_is_me_compares_hosts_without_case_or_brackets(
+    me: LocalIdentity, uri: str, mine: bool,
+) -> None:
+    assert me.is_me(parse_uri(uri)) is mine
 
 
 def test_q_groups_highest_first_parallel_within():
