@@ -652,7 +652,9 @@ def _nat_received(uri: SipURI, source: Address, outbound: bool) -> str | None:
     """The source address when the proxy must route there instead of the Contact."""
     if outbound:
         return format_received(source)  # RFC 5626 §6: reach the UA over its flow
-    if uri.host.strip("[]").lower() != source.host.lower():
+    host = uri.host
+    # The usual UA writes its address as it sends from it: equal as is, no case folding.
+    if host != source.host and host.strip("[]").lower() != source.host.lower():
         return format_received(source)  # behind a NAT (or a confused UA)
     default_port = 5061 if uri.scheme == "sips" else 5060
     if source.transport == "UDP" and (uri.port or default_port) != source.port:
