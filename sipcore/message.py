@@ -2,10 +2,10 @@
 
 Performance notes (this code is on every hot path): the header block is decoded
 and split once; header values stay raw strings and structured views (Via, CSeq,
-From/To, Contact ...) are parsed on first access and cached on the ``Headers``
-object, which drops the cache whenever it is mutated.  Each header field also
-keeps its raw line(s) so an unmodified message serialises back byte for byte
-(only Content-Length is recomputed from the body).
+From/To, Contact ...) are parsed on first access and kept on the ``Headers``
+object, which drops a view whenever a field it comes from changes.  Each header
+field also keeps its raw line(s) so an unmodified message serialises back byte for
+byte (only Content-Length is recomputed from the body).
 
 Structured values returned by the accessors are snapshots; to change a header,
 go through ``msg.headers`` (``set``/``replace_first``/``prepend`` ...).
@@ -149,7 +149,6 @@ _LIST_LIMITS: Final = {
 }
 # With no commas in list fields and at most this many fields, no cap can be exceeded.
 _MIN_LIST_LIMIT: Final = min(_LIST_LIMITS.values())
-
 
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _REQ_LINE_RE: Final = re.compile(r"([^ \t]+)[ \t]+([^ \t]+)[ \t]+([^ \t]+)[ \t]*")
