@@ -48,6 +48,7 @@ MODULES = (
     "sipcore.transaction.server_invite",
     "sipcore.transaction.server_non_invite",
     "sipcore.transaction.table",
+    "sipcore.twisted.protection",
     "sipcore.twisted.transport",
     "sipcore.twisted.stack",
     "registrar.location.binding",
