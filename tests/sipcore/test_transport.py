@@ -11,7 +11,13 @@ from twisted.internet import defer, reactor
 from sipcore.errors import ParseError
 from sipcore.headers import Via
 from sipcore.message import Request, Response, make_response, parse
-from sipcore.twisted.transport import Address, SipEndpoint, response_destination, stamp_received
+from sipcore.twisted.transport import (
+    Address,
+    SipEndpoint,
+    address,
+    response_destination,
+    stamp_received,
+)
 
 OPTIONS = (
     "OPTIONS sip:a.lab SIP/2.0\r\n"
@@ -43,6 +49,15 @@ class Recorder:
 
 
 # -- pure helpers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("UDP", "127.0.0.1", 5060), ("TLS", "::1", 5061)])
+def test_address_is_an_address(args: tuple[str, str, int]) -> None:
+    made, plain = address(*args), Address(*args)
+    assert type(made) is Address
+    assert made == plain and hash(made) == hash(plain) and str(made) == str(plain)
+    assert (made.transport, made.host, made.port) == args
+    assert made._replace(port=1) == Address(args[0], args[1], 1)
 
 
 def test_received_added_when_sent_by_differs():
