@@ -31,7 +31,8 @@ say so; nothing else changes.
                             [--only register] [--no-twisted] [--register-sipp 4]
 
 After each ramp the best rate is held for --hold seconds (after 33 s for the ramp's
-overload to drain; stepping down 10% if it fails): ramp steps are a few seconds,
+overload to drain; stepping down 10% if it fails,
+at most five tries and not below half the ramp's best): ramp steps are a few seconds,
 shorter than Timer J (32 s), so only a hold shows a server with its per-request state
 (lingering transactions) at steady size.
 """

@@ -531,19 +531,25 @@ DRAIN = 33.0
 
 
 def hold(best: Step | None, seconds: float, measure: Callable[[int, float], Step],
-         tries: int = 3, drain: float = DRAIN) -> Step | None:
+         tries: int = 5, drain: float = DRAIN, floor: float = 0.5) -> Step | None:
     """Run the ramp's best rate again for `seconds`, stepping down 10% on a failure.
 
     Ramp steps are a few seconds; a step longer than Timer J (32 s) also lets what a
     server keeps per request pile up to its steady state, as it does in production
     (lingering transactions, their memory, the collector's passes over them). Each
     try first waits `drain` seconds, so that it does not measure the recovery from the
-    ramp's (or the previous try's) overload."""
+    ramp's (or the previous try's) overload.
+
+    At most `tries` tries, none below `floor` times the ramp's best: a 3 s ramp step
+    can pass on what the socket buffers absorb, well above what lasts 40 s, and three
+    tries from there (stop 22: 26,000, 23,400, 21,060/s) could all fail at a rate
+    that the next try would have held."""
     if best is None or seconds <= 0:
         return None
     print(f"-- held for {seconds:g} s (Timer J is 32 s: past it, per-request state is at "
           f"its steady size), each try after {drain:g} s for the last overload to drain")
     rate = best.rate
+    lowest = max(1, int(best.rate * floor))
     for _ in range(tries):
         time.sleep(drain)
         step = measure(rate, seconds)
@@ -551,6 +557,8 @@ def hold(best: Step | None, seconds: float, measure: Callable[[int, float], Step
         if step.passed:
             return step
         rate = int(rate * 0.9)
+        if rate < lowest:
+            break
     return None
 
 

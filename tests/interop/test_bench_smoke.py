@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,41 @@ def test_instructions_refuses_in_one_line(tmp_path: Path, args: list[str],
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"instructions: {message}"), lines
+
+
+def _step(rate: int, passes: bool) -> Any:
+    from bench.sipplib import Step
+
+    calls = rate * 40
+    return Step(rate, calls, calls if passes else calls // 2, 0 if passes else calls // 2,
+                40.0, None, 40.0)
+
+
+def test_hold_steps_down_past_three_tries_until_a_rate_lasts() -> None:
+    from bench.sipplib import hold
+
+    tried: list[int] = []
+
+    def measure(rate: int, seconds: float) -> Any:
+        tried.append(rate)
+        return _step(rate, rate <= 18_000)
+
+    held = hold(_step(26_000, True), 40.0, measure, drain=0.0)
+    assert tried == [26_000, 23_400, 21_060, 18_954, 17_058]
+    assert held is not None and held.rate == 17_058
+
+
+def test_hold_gives_up_at_its_floor_and_its_tries() -> None:
+    from bench.sipplib import hold
+
+    tried: list[int] = []
+
+    def measure(rate: int, seconds: float) -> Any:
+        tried.append(rate)
+        return _step(rate, False)
+
+    assert hold(_step(10_000, True), 40.0, measure, drain=0.0, floor=0.8) is None
+    assert tried == [10_000, 9_000, 8_100]  # 7,290 would be below 80% of 10,000
+    tried.clear()
+    assert hold(_step(10_000, True), 40.0, measure, drain=0.0) is None
+    assert tried == [10_000, 9_000, 8_100, 7_290, 6_561]  # five tries
