@@ -3,8 +3,8 @@
 Prints only. A proxy (memory: location, replicated with --workers N; --quiet; per-IP
 flood limit off since all load comes from loopback) is started on a free loopback
 port; one sipp callee registers bob@a.lab and answers every call from the sipp
-callers (`--sipp N` of them, each its own source address; default 1, or 2 per worker
-with --workers, since SO_REUSEPORT spreads the load over the workers by source):
+callers (`--sipp N` of them, each its own source port; default 1, or 2 per worker
+with --workers, on ports that SO_REUSEPORT spreads evenly over the workers):
 INVITE/100/180/200/ACK/BYE/200, no pauses. The callers place calls in steps: the
 rate doubles until a step fails, then bisects (bench/sipplib.py: < 1% failed, >= 95%
 of the calls completed, at >= 90% of the rate). For the highest sustained rate it
@@ -41,6 +41,26 @@ def start_callee(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     sipplib.stop_process(proc, grace=10.0)
+
+
+def caller_commands(target: str, rate: int, calls: int,
+                    args: argparse.Namespace) -> list[list[str]]:
+    """One step's sipp callers, `args.sipp` of them sharing `rate` and `calls`.
+
+    A caller's source port decides which worker takes its calls (SO_REUSEPORT hashes
+    it): random ports put 3 of 4 callers on one worker in some steps. The ports are
+    new at each step, so that no late response of the last step reaches this step's
+    callers."""
+    ports = sipplib.free_udp_ports(args.sipp, max(1, args.workers))
+    return [
+        sipplib.sipp_command(
+            target, "bench_uac_call.xml", max(1, rate // args.sipp),
+            max(1, calls // args.sipp), max(args.seconds, calls / rate),
+            ["-s", "bob", "-key", "domain", args.domain, "-key", "from", "alice",
+             "-key", "fromdomain", args.domain, "-recv_timeout", "3000"],
+            port=ports[i])
+        for i in range(args.sipp)
+    ]
 
 
 def main() -> int:
@@ -86,14 +106,7 @@ def main() -> int:
         print(f"calls through {label}: {args.seconds:g} s steps; {sipplib.LEGEND}")
 
         def commands(rate: int, calls: int, step_dir: Path) -> list[list[str]]:
-            return [
-                sipplib.sipp_command(
-                    f"{host}:{port}", "bench_uac_call.xml", max(1, rate // args.sipp),
-                    max(1, calls // args.sipp), max(args.seconds, calls / rate),
-                    ["-s", "bob", "-key", "domain", args.domain, "-key", "from", "alice",
-                     "-key", "fromdomain", args.domain, "-recv_timeout", "3000"])
-                for _ in range(args.sipp)
-            ]
+            return caller_commands(f"{host}:{port}", rate, calls, args)
 
         pids = server.pids if server else (
             sipplib.process_tree(args.target_pid) if args.target_pid else None)

@@ -227,3 +227,63 @@ def test_hold_gives_up_at_its_floor_and_its_tries() -> None:
     tried.clear()
     assert hold(_step(10_000, True), 40.0, measure, drain=0.0) is None
     assert tried == [10_000, 9_000, 8_100, 7_290, 6_561]  # five tries
+
+
+def test_free_udp_ports_take_turns_over_the_workers() -> None:
+    from bench.sipplib import free_udp_ports
+    from sipcore.twisted.reuseport import socket_index
+
+    ports = free_udp_ports(6, 3)
+    assert len(set(ports)) == 6
+    assert [socket_index(p, 3) for p in ports] == [0, 1, 2, 0, 1, 2]
+
+
+def test_call_load_callers_spread_over_the_workers() -> None:
+    """calls.py's callers: one per worker in turn, each with its share of the rate."""
+    import argparse
+
+    from bench.calls import caller_commands
+    from sipcore.twisted.reuseport import socket_index
+
+    args = argparse.Namespace(sipp=4, workers=2, seconds=3.0, domain="a.lab")
+    commands = caller_commands("127.0.0.1:5060", 4000, 12000, args)
+    ports = [int(c[c.index("-p") + 1]) for c in commands]
+    assert [socket_index(p, 2) for p in ports] == [0, 1, 0, 1]
+    assert [(c[c.index("-r") + 1], c[c.index("-m") + 1]) for c in commands] == \
+        [("1000", "3000")] * 4
+
+
+def test_rss_of_a_process_tree_counts_a_shared_page_once() -> None:
+    """64 MiB of shared memory touched by a parent and its child: about 64 in the tree's
+    figure, not 128 (Kamailio keeps its transactions in such a segment)."""
+    import mmap
+
+    from bench.sipplib import rss_mib
+
+    size = 64 * 1024 * 1024
+    shared = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+    for offset in range(0, size, mmap.PAGESIZE):
+        shared[offset] = 1
+    from_child, to_parent = os.pipe()
+    from_parent, to_child = os.pipe()
+    child = os.fork()
+    if child == 0:  # touch every page too, then wait to be measured
+        total = sum(shared[offset] for offset in range(0, size, mmap.PAGESIZE))
+        os.write(to_parent, b"%d" % total)
+        os.read(from_parent, 1)
+        os._exit(0)
+    try:
+        assert int(os.read(from_child, 64)) == size // mmap.PAGESIZE
+        vm_rss = 0.0
+        for pid in (os.getpid(), child):
+            status = Path(f"/proc/{pid}/status").read_text()
+            vm_rss += int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1)) / 1024
+        tree = rss_mib([os.getpid(), child])
+        assert vm_rss - tree >= 60, (vm_rss, tree)  # the segment once, not twice
+        assert tree >= 64, tree
+    finally:
+        os.write(to_child, b"x")
+        os.waitpid(child, 0)
+        for fd in (from_child, to_parent, from_parent, to_child):
+            os.close(fd)
+        shared.close()
