@@ -74,6 +74,9 @@ def main() -> int:
     start, maximum, bisect, max_steps, budget = 100, 6400, 3, 12, 180.0
     if quick:
         args.seconds, start, maximum, bisect, max_steps, budget = 1.0, 20, 40, 0, 2, 20.0
+    if args.rate > 0:
+        start = maximum = args.rate
+        bisect, max_steps, budget = 0, 1, args.seconds + 60.0
     if sipplib.sipp_binary() is None:
         print("calls.py: sipp is not installed (Debian package sip-tester); skipped")
         return 0

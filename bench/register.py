@@ -124,9 +124,6 @@ def local_runs(args: argparse.Namespace, workdir: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sipplib.add_common_arguments(parser, "from the label")
-    parser.add_argument("--rate", type=int, default=0,
-                        help="one step at this rate instead of a ramp (e.g. a step longer "
-                             "than Timer J, 32 s, to see lingering transactions pile up)")
     parser.add_argument("--only", default="",
                         help="comma-separated configs: memory,sqlite,memory+auth,sqlite+auth")
     parser.set_defaults(sipp=None)  # to tell "--sipp not given" from "--sipp 1"

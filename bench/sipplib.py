@@ -620,6 +620,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, config_default: str) -
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a step")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="then hold the best rate this long (e.g. 40: past Timer J)")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="one step at this rate instead of a ramp (e.g. a step longer "
+                             "than Timer J, 32 s, to see lingering transactions pile up)")
     parser.add_argument("--stall", type=parse_stall, default=None, metavar="AT:SECONDS",
                         help="stop the server's processes (SIGSTOP) AT s into each step "
                              "for SECONDS s: does it catch up? (with --target: only "

@@ -65,6 +65,15 @@ def test_calls_quick() -> None:
                      out), out
 
 
+def test_calls_at_one_fixed_rate() -> None:
+    # --rate: one step at that rate, no ramp (used to profile the server at a set load).
+    sipp_binary()
+    out = run_quick("calls.py", "--rate", "30")
+    steps = re.findall(r"^ +(\d+) +\d+ +\d+ +\d+ .*(?:pass|FAIL)", out, re.M)
+    assert steps == ["30"], out
+    assert re.search(r"RESULT bench=calls config=\S+ rate=30 ", out), out
+
+
 def register_request(port: int, local_port: int, n: int) -> bytes:
     return (
         "REGISTER sip:a.lab SIP/2.0\r\n"
