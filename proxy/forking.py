@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from proxy.routing import Target
 from sipcore.ids import new_tag
 from sipcore.message import Request, Response, make_response
-from sipcore.transaction import Clock, DelayedCall, Timers
+from sipcore.transaction import Clock, DelayedCall, Timers, schedule
 from sipcore.uri import SipURI
 
 __all__ = [
@@ -187,7 +187,7 @@ class Branch:
     # -- timers ---------------------------------------------------------------------------
     def start_timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self.stop_timer(name)
-        self._timers[name] = self.context.env.clock.callLater(delay, self._fire, name, callback)
+        self._timers[name] = schedule(self.context.env.clock, delay, self._fire, name, callback)
 
     def _fire(self, name: str, callback: Callable[[], None]) -> None:
         self._timers.pop(name, None)

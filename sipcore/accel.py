@@ -42,6 +42,7 @@ MODULES = (
     "sipcore.transaction.timers",
     "sipcore.transaction.keys",
     "sipcore.transaction.sent",
+    "sipcore.transaction.due",
     "sipcore.transaction.base",
     "sipcore.transaction.client_invite",
     "sipcore.transaction.client_non_invite",

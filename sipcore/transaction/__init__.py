@@ -22,6 +22,7 @@ from .base import (
 )
 from .client_invite import ClientInviteTransaction, build_non_2xx_ack
 from .client_non_invite import ClientNonInviteTransaction
+from .due import schedule
 from .server_invite import ServerInviteTransaction
 from .server_non_invite import ServerNonInviteTransaction
 from .table import ClientTransaction, ServerTransaction, TransactionTable
@@ -48,4 +49,5 @@ __all__ = [
     "TransactionTable",
     "build_non_2xx_ack",
     "new_branch",
+    "schedule",
 ]

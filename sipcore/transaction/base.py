@@ -12,11 +12,10 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias
 
+from .due import DelayedCall, DueQueue, QueuesByClock, schedule
 from .timers import DEFAULT_TIMERS, Timers
 
 if TYPE_CHECKING:
@@ -52,14 +51,6 @@ class State(enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-class DelayedCall(Protocol):
-    """What ``callLater`` returns (Twisted's ``IDelayedCall``, the part we use)."""
-
-    def cancel(self) -> None: ...
-
-    def active(self) -> bool: ...
 
 
 class Clock(Protocol):
@@ -296,7 +287,7 @@ class Transaction:
 
     def _start(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._cancel(name)
-        self._calls[name] = self.clock.callLater(delay, self._fire, name, callback)
+        self._calls[name] = schedule(self.clock, delay, self._fire, name, callback)
 
     def _fire(self, name: str, callback: Callable[[], None]) -> None:
         self._calls.pop(name, None)
@@ -380,56 +371,6 @@ class Transaction:
         tu.terminated(self)
 
 
-class DueQueue:
-    """Items waiting out one fixed delay on one clock, in due order.
-
-    The delay is the same for every entry, so entries are pushed in due order and a
-    deque is a priority queue: one reactor timer, armed for the head, expires every
-    entry that is due. Subclasses say what expiring an item means (:meth:`_due`).
-    """
-
-    __slots__ = ("clock", "delay", "deadlines", "items", "call", "__weakref__")
-
-    def __init__(self, clock: Clock, delay: float) -> None:
-        self.clock = clock
-        self.delay = delay
-        # Two deques in step rather than one of (deadline, item) pairs: a pair per entry
-        # would be one more object for every REGISTER to allocate, and for the cyclic
-        # collector to visit while it waits out Timer J.
-        self.deadlines: deque[float] = deque()
-        self.items: deque[Any] = deque()
-        self.call: DelayedCall | None = None
-
-    def push(self, item: Any) -> float:
-        """Append ``item``; returns its deadline."""
-        deadline = self.clock.seconds() + self.delay
-        self.deadlines.append(deadline)
-        self.items.append(item)
-        if self.call is None:
-            self.call = self.clock.callLater(self.delay, self._expire)
-        return deadline
-
-    def _due(self, item: Any, deadline: float) -> None:
-        raise NotImplementedError
-
-    def _expire(self) -> None:
-        self.call = None
-        deadlines = self.deadlines
-        items = self.items
-        now = self.clock.seconds()
-        while deadlines and deadlines[0] <= now:
-            deadline = deadlines.popleft()
-            item = items.popleft()
-            try:
-                self._due(item, deadline)
-            except Exception:
-                # One failing callback must not hold up the entries behind it (with a
-                # DelayedCall each, it would not have either).
-                log.exception("%r: error on expiry", item)
-        if deadlines:
-            self.call = self.clock.callLater(max(0.0, deadlines[0] - now), self._expire)
-
-
 class _LingerQueue(DueQueue):
     """Lingering transactions of one clock waiting out one delay (Timers D, I, J, K, L).
 
@@ -439,26 +380,18 @@ class _LingerQueue(DueQueue):
 
     __slots__ = ()
 
-    #: clock -> {delay: queue}; weak so that a test's ``task.Clock`` takes its queues
-    #: (and whatever they still hold) with it.
-    _queues: ClassVar[weakref.WeakKeyDictionary[Any, dict[float, _LingerQueue]]] = (
-        weakref.WeakKeyDictionary()
-    )
-
     @classmethod
     def of(cls, clock: Clock, delay: float) -> _LingerQueue:
-        try:
-            by_delay = cls._queues[clock]
-        except KeyError:
-            by_delay = cls._queues[clock] = {}
-        except TypeError:  # a clock that cannot be weakly referenced: one queue each
-            return cls(clock, delay)
-        queue = by_delay.get(delay)
-        if queue is None:
-            queue = by_delay[delay] = cls(clock, delay)
-        return queue
+        queue = _LINGER_QUEUES.get(clock, delay)
+        if isinstance(queue, _LingerQueue):
+            return queue
+        return cls(clock, delay)  # a clock that takes no attributes: one queue each
 
     def _due(self, item: Any, deadline: float) -> None:
         tx: Transaction = item
         if tx._linger_name is not None and tx._linger_deadline == deadline:
             tx._linger_expired()
+
+
+#: The wait timers take a handful of delays (D, I, J, K, L, M); no need to bound them.
+_LINGER_QUEUES: Final = QueuesByClock("_sipcalling_linger_queues", _LingerQueue, 1 << 20)

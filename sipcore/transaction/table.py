@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sipcore.errors import ParseError
 
-from .base import DueQueue, State, Transaction
+from .base import State, Transaction
 from .client_invite import ClientInviteTransaction
 from .client_non_invite import ClientNonInviteTransaction
+from .due import DueQueue
 from .keys import ack_key_2543, cancel_key, is_rfc3261_branch, response_key, server_key
 from .server_invite import ServerInviteTransaction
 from .server_non_invite import ServerNonInviteTransaction
