@@ -61,7 +61,6 @@ __all__ = [
     "RegisterError",
     "aor_of",
     "format_received",
-    "parse_received",
 ]
 
 log = Logger(namespace="registrar")
@@ -113,18 +112,9 @@ def aor_of(uri: Any) -> str:
 def format_received(source: Address) -> str:
     """`UDP HOST:PORT` (IPv6 in brackets; `str(Address)`): where a REGISTER came from.
 
-    `proxy.routing.parse_received` reads this spelling back.
+    `proxy.routing.parse_received` reads this spelling back (the proxy routes to it).
     """
     return str(source)
-
-
-def parse_received(text: str) -> Address:
-    """Inverse of `format_received`; ValueError for anything else."""
-    transport, sep, hostport = text.strip().partition(" ")
-    host, colon, port = hostport.rpartition(":")
-    if not sep or not colon or not host or not port.isdigit():
-        raise ValueError(f"bad received address {text!r}")
-    return Address(transport.upper(), host.strip("[]"), int(port))
 
 
 @dataclass(slots=True)

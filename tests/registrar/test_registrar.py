@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from twisted.internet import defer, task
 
+from proxy.routing import parse_received
 from registrar.location import LocationError, open_location
-from registrar.registrar import Registrar, aor_of, format_received, parse_received
+from registrar.registrar import Registrar, aor_of, format_received
 from registrar.tap import RegistrarRole
 from registrar.users import Users
 from sipcore.digest import Challenge, answer_challenge
@@ -304,6 +305,9 @@ def test_nat_source_recorded_as_received(registrar):
     [b] = bindings(registrar)
     assert b.received == format_received(nat) == "UDP 203.0.113.9:40123"
     assert parse_received(b.received) == nat
+    # What the registrar writes is what the proxy reads back, IPv6 too.
+    v6 = Address("TCP", "2001:db8::7", 5061)
+    assert parse_received(format_received(v6)) == v6
 
 
 # -- digest authentication ---------------------------------------------------------------
