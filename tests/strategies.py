@@ -87,7 +87,11 @@ def name_addrs(draw: st.DrawFn, tag: bool | None = None) -> NameAddr:
 @st.composite
 def vias(draw: st.DrawFn) -> Via:
     params = draw(st.dictionaries(lower_tokens, gen_param_values, max_size=3))
+    # ttl and rport have checked values (a random name can spell them): drawn apart.
     params.pop("ttl", None)
+    params.pop("rport", None)
+    if draw(st.booleans()):
+        params["rport"] = draw(st.none() | st.integers(1, 65535).map(str))
     params["branch"] = "z9hG4bK" + draw(tokens)
     return Via(
         transport=draw(st.sampled_from(["UDP", "TCP", "TLS", "SCTP", "WS"])),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple, Protocol
 
 from twisted.internet import protocol
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -37,6 +38,8 @@ DEFAULT_PORTS: Final = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 MAX_DATAGRAM: Final = 65507
 # Idle TCP/TLS connections are closed after this long (seconds): bounded memory.
 IDLE_TIMEOUT = 300.0
+#: Tries at a UDP and TCP pair on one free port when the port asked for is 0.
+PORT_PAIR_ATTEMPTS: Final = 5
 
 
 class Address(NamedTuple):
@@ -281,9 +284,36 @@ class SipEndpoint:
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        reactor = self.reactor
         if self.protection is not None:
             self.protection.start()
+        # Port 0 asks for any free port: UDP picks one, then TCP needs that same number,
+        # which a TCP socket elsewhere may hold already. Then drop both and try again.
+        pair = self.port == 0 and "UDP" in self.transports and "TCP" in self.transports
+        attempts = PORT_PAIR_ATTEMPTS if pair else 1
+        send_port = self.send_port
+        for attempt in range(attempts):
+            opened = len(self.listeners)
+            try:
+                self._listen_udp_tcp()
+                break
+            except CannotListenError:
+                if attempt == attempts - 1:
+                    raise
+                for listener in self.listeners[opened:]:
+                    listener.stopListening()  # type: ignore[attr-defined]
+                del self.listeners[opened:]
+                self.udp = self.udp_send = None
+                self.port, self.send_port = 0, send_port
+        if self.tls_context is not None and self.tls_port is not None:
+            tls = self.reactor.listenSSL(  # type: ignore[attr-defined]
+                self.tls_port, _StreamFactory(self, "TLS"), self.tls_context,
+                interface=self.interface,
+            )
+            self.tls_port = tls.getHost().port
+            self.listeners.append(tls)
+
+    def _listen_udp_tcp(self) -> None:
+        reactor = self.reactor
         if "UDP" in self.transports:
             if self.reuse_port:
                 self.udp = _adopt_udp(
@@ -316,13 +346,6 @@ class SipEndpoint:
                 )
             self.port = tcp.getHost().port
             self.listeners.append(tcp)
-        if self.tls_context is not None and self.tls_port is not None:
-            tls = reactor.listenSSL(  # type: ignore[attr-defined]
-                self.tls_port, _StreamFactory(self, "TLS"), self.tls_context,
-                interface=self.interface,
-            )
-            self.tls_port = tls.getHost().port
-            self.listeners.append(tls)
 
     def stop(self) -> object:
         from twisted.internet.defer import gatherResults, maybeDeferred

@@ -7,6 +7,7 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 
 from sipcore.errors import ParseError
 from sipcore.headers import Via
@@ -109,6 +110,57 @@ def endpoint():
     ep.start()
     yield ep
     pytest_twisted.blockon(ep.stop())
+
+
+class FirstUdpOnTakenPort:
+    """The reactor, except that the first UDP port asked for as 0 is `taken`: a number
+    whose TCP side a socket already holds (what the kernel may pick by chance)."""
+
+    def __init__(self, taken: int) -> None:
+        self.taken: int | None = taken
+
+    def listenUDP(self, port: int, proto, interface: str = "", **kw):  # noqa: N802
+        if port == 0 and self.taken is not None:
+            port, self.taken = self.taken, None
+        return reactor.listenUDP(port, proto, interface=interface, **kw)
+
+    def __getattr__(self, name: str):
+        return getattr(reactor, name)
+
+
+@pytest_twisted.inlineCallbacks
+def test_port_zero_gets_a_pair_free_for_udp_and_tcp():
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    ep = SipEndpoint(FirstUdpOnTakenPort(taken), Recorder(), interface="127.0.0.1",
+                     port=0, log_messages=False)
+    try:
+        ep.start()
+        udp_port = ep.udp.getHost().port
+        tcp_port = [lst for lst in ep.listeners if lst is not ep.udp][0].getHost().port
+        assert udp_port == tcp_port == ep.port != taken
+        assert len(ep.listeners) == 2  # the first try's UDP port was let go
+    finally:
+        yield ep.stop()
+        holder.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_fixed_port_taken_for_tcp_is_an_error():
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    ep = SipEndpoint(reactor, Recorder(), interface="127.0.0.1", port=taken,
+                     log_messages=False)
+    try:
+        with pytest.raises(CannotListenError):
+            ep.start()
+    finally:
+        yield ep.stop()
+        holder.close()
 
 
 @pytest_twisted.inlineCallbacks
