@@ -112,6 +112,14 @@ def endpoint():
     pytest_twisted.blockon(ep.stop())
 
 
+def _tcp_port_held() -> tuple[socket.socket, int]:
+    """A listening TCP socket on a free loopback port, and that port."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    return holder, holder.getsockname()[1]
+
+
 class FirstUdpOnTakenPort:
     """The reactor, except that the first UDP port asked for as 0 is `taken`: a number
     whose TCP side a socket already holds (what the kernel may pick by chance)."""
@@ -130,10 +138,7 @@ class FirstUdpOnTakenPort:
 
 @pytest_twisted.inlineCallbacks
 def test_port_zero_gets_a_pair_free_for_udp_and_tcp():
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    taken = holder.getsockname()[1]
+    holder, taken = _tcp_port_held()
     ep = SipEndpoint(FirstUdpOnTakenPort(taken), Recorder(), interface="127.0.0.1",
                      port=0, log_messages=False)
     try:
@@ -149,10 +154,7 @@ def test_port_zero_gets_a_pair_free_for_udp_and_tcp():
 
 @pytest_twisted.inlineCallbacks
 def test_a_fixed_port_taken_for_tcp_is_an_error():
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    taken = holder.getsockname()[1]
+    holder, taken = _tcp_port_held()
     ep = SipEndpoint(reactor, Recorder(), interface="127.0.0.1", port=taken,
                      log_messages=False)
     try:
